@@ -59,6 +59,8 @@ class Schema:
     @classmethod
     def from_json(cls, schema: Mapping[str, Any]) -> Schema:
         parsed = fastavro.parse_schema(dict(schema), _write_hint=False)
+        if not isinstance(parsed, dict):
+            raise ContractError("a contract schema must be an Avro record")
         canonical = to_parsing_canonical_form(parsed)
         fp = struct.pack("<Q", crc64_avro(canonical.encode("utf-8")))
         return cls(name=parsed["name"], parsed=parsed, fingerprint=fp)
@@ -109,9 +111,7 @@ class SchemaRegistry:
         writer = self.writer_of(message)
         reader = reader or self._current.get(writer.name, writer)
         try:
-            datum = fastavro.schemaless_reader(
-                io.BytesIO(message[HEADER_LEN:]), writer.parsed, reader.parsed
-            )
+            datum = fastavro.schemaless_reader(io.BytesIO(message[HEADER_LEN:]), writer.parsed, reader.parsed)
         except Exception as exc:  # fastavro raises many types for a bad body
             raise ContractError(f"corrupt {writer.name} body: {exc}") from exc
         if not isinstance(datum, dict):

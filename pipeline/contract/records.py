@@ -221,7 +221,12 @@ class AuditRecord(Record):
 
 
 RECORDS: tuple[type[Record], ...] = (
-    AssetUploaded, ConsentChange, SubjectEnrollment, AssetFaces, SubjectPurged, AuditRecord,
+    AssetUploaded,
+    ConsentChange,
+    SubjectEnrollment,
+    AssetFaces,
+    SubjectPurged,
+    AuditRecord,
 )
 _BY_NAME = {cls.SCHEMA_NAME: cls for cls in RECORDS}
 
@@ -258,9 +263,11 @@ def _check(cls: type, schema: dict[str, Any]) -> None:
     avro_fields = _record_fields(schema)
     py_fields = {f.name for f in dataclasses.fields(cls)}
     if set(avro_fields) != py_fields:
+        schema_only = sorted(set(avro_fields) - py_fields)
+        class_only = sorted(py_fields - set(avro_fields))
         raise ContractError(
             f"{cls.__name__} does not match {schema['name']}: "
-            f"schema-only {sorted(set(avro_fields) - py_fields)}, class-only {sorted(py_fields - set(avro_fields))}"
+            f"schema-only {schema_only}, class-only {class_only}"
         )
     hints = typing.get_type_hints(cls)
     for name, avro_type in avro_fields.items():
