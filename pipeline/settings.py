@@ -71,6 +71,10 @@ class PrivacySettings(_Section):
     master_key: SecretStr = SecretStr("")  # base64 32 bytes; empty: generated into the data dir
     amber_window_days: int = Field(default=30, ge=0)
     expiry_check_interval_s: float = Field(default=60.0, gt=0)
+    # Retired master keys (base64), kept only until `rotate_master_key` has re-wrapped every data key.
+    retired_master_keys: tuple[SecretStr, ...] = ()
+    # The organisation's standard uses of a face tag: a consent covering fewer is AMBER (scope-limited).
+    standard_scopes: tuple[str, ...] = ("editorial", "archive")
 
 
 class RecognitionSettings(_Section):
