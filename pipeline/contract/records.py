@@ -218,6 +218,7 @@ class AuditRecord(Record):
     detail: str
     prev_hash: str
     hash: str
+    chain: str = "main"  # one hash chain per writer; verification is per chain
 
 
 RECORDS: tuple[type[Record], ...] = (
