@@ -92,6 +92,19 @@ class VideoSettings(_Section):
     max_bytes: int = Field(default=20 * 1024**3, ge=1)
 
 
+class StackSettings(_Section):
+    """Ports and limits of the embedded stack (`facegate up`); 0 picks a free port."""
+
+    kafka_port: int = Field(default=0, ge=0, le=65535)
+    s3_port: int = Field(default=0, ge=0, le=65535)
+    bridge_port: int = Field(default=0, ge=0, le=65535)  # webhook receiver for filer notifications
+    triton_http_port: int = Field(default=0, ge=0, le=65535)
+    triton_grpc_port: int = Field(default=0, ge=0, le=65535)
+    triton_metrics_port: int = Field(default=0, ge=0, le=65535)
+    start_timeout_s: float = Field(default=30.0, gt=0)
+    stop_timeout_s: float = Field(default=10.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FACEGATE_", env_nested_delimiter="__", frozen=True, extra="ignore"
@@ -108,6 +121,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = PrivacySettings()
     recognition: RecognitionSettings = RecognitionSettings()
     video: VideoSettings = VideoSettings()
+    stack: StackSettings = StackSettings()
 
 
 @lru_cache(maxsize=1)
