@@ -31,6 +31,8 @@ class KafkaSettings(_Section):
     topic_purges: str = "facegate.purges"
     topic_audit: str = "facegate.audit"
     topic_dlq: str = "facegate.dlq"
+    # raw S3-event records MinIO publishes (production); the worker normalises them into topic_assets
+    topic_object_events: str = "facegate.minio-events"
     # internal: face candidates re-keyed by subject for the consent join
     topic_candidates: str = "facegate.candidates"
 
