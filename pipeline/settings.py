@@ -33,8 +33,11 @@ class KafkaSettings(_Section):
     topic_dlq: str = "facegate.dlq"
     # raw S3-event records MinIO publishes (production); the worker normalises them into topic_assets
     topic_object_events: str = "facegate.minio-events"
-    # internal: face candidates re-keyed by subject for the consent join
-    topic_candidates: str = "facegate.candidates"
+    # internal topics between facegate's stages (see pipeline/app.py)
+    topic_subject_events: str = "facegate.subject-events"  # key subject_id: the consent join's input
+    topic_asset_events: str = "facegate.asset-events"  # key asset_id: the assembler's input
+    topic_gallery: str = "facegate.gallery"  # compacted, key subject_id: gallery replica sync
+    app_id: str = "facegate"  # consumer group of the workers; prefixes faust's changelog topics
 
 
 class S3Settings(_Section):
@@ -92,6 +95,12 @@ class VideoSettings(_Section):
     scene_cut_threshold: float = Field(default=0.35, gt=0)
     max_duration_s: float = Field(default=4 * 3600.0, gt=0)
     max_bytes: int = Field(default=20 * 1024**3, ge=1)
+    # a scene cut is sampled unless a frame was sampled less than this long before
+    scene_cut_min_gap_s: float = Field(default=0.2, ge=0)
+    # face tracks: a face may be missing this long (2 samples at 2/s) and keep its track
+    track_max_gap_s: float = Field(default=1.5, ge=0)
+    track_match_distance: float = Field(default=0.6, gt=0)  # dlib ResNet: same person when L2 < 0.6
+    track_min_iou: float = Field(default=0.3, gt=0, le=1)
 
 
 class StackSettings(_Section):

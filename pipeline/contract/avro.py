@@ -86,7 +86,8 @@ class SchemaRegistry:
             self._current[schema.name] = schema
 
     def load_dir(self, directory: Path = SCHEMA_DIR) -> SchemaRegistry:
-        for path in sorted(directory.glob("*.avsc")):
+        # internal/: records between facegate's own stages (same encoding, not part of the contract)
+        for path in sorted([*directory.glob("*.avsc"), *directory.glob("internal/*.avsc")]):
             self.add(Schema.from_json(json.loads(path.read_text())))
         history = directory / "history"
         if history.is_dir():

@@ -229,11 +229,18 @@ RECORDS: tuple[type[Record], ...] = (
     SubjectPurged,
     AuditRecord,
 )
-_BY_NAME = {cls.SCHEMA_NAME: cls for cls in RECORDS}
+_BY_NAME: dict[str, type[Record]] = {}
+
+
+def register(*classes: type[Record]) -> None:
+    """Make record classes decodable by ``decode`` after checking them against their schema."""
+    for cls in classes:
+        _check(cls, cls.schema().parsed)
+        _BY_NAME[cls.SCHEMA_NAME] = cls
 
 
 def decode(message: bytes) -> Record:
-    """Decode any contract record by the fingerprint in its header."""
+    """Decode any facegate record by the fingerprint in its header."""
     writer = REGISTRY.writer_of(message)
     cls = _BY_NAME.get(writer.name)
     if cls is None:
@@ -281,5 +288,4 @@ def _check(cls: type, schema: dict[str, Any]) -> None:
         _check(tp, nested)
 
 
-for _cls in RECORDS:
-    _check(_cls, _cls.schema().parsed)
+register(*RECORDS)
