@@ -1,0 +1,1 @@
+"""Object-store notifications into facegate.assets: normalisation and the webhook bridge."""

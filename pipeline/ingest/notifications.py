@@ -1,0 +1,355 @@
+"""Object-store notifications -> AssetUploaded. Pure functions, no I/O.
+
+Two shapes arrive:
+
+* SeaweedFS filer webhook (the embedded stack): ``{"event_type": "create", "key":
+  "/buckets/<bucket>/<key>", "message": {"new_entry": {...}}}``. Go's JSON encoding of the
+  filer protobuf: byte fields (``extended`` values, ``md5``) are base64. An S3 overwrite is an
+  ``update`` with ``old_entry`` and ``new_entry``; multipart parts live under ``.uploads/``.
+* MinIO S3 event records (production, sent to Kafka or a webhook by MinIO itself):
+  ``{"EventName": "s3:ObjectCreated:Put", "Key": "<bucket>/<key>", "Records": [{"s3":
+  {"bucket": {"name": ..}, "object": {"key": <url-encoded>, "size", "eTag", "contentType",
+  "userMetadata"}}, "eventTime": ..}]}``.
+
+Each notification yields AssetUploaded records, or ``Ignored`` with a reason (deletes,
+directories, keys outside ``settings.s3.prefix``, other buckets, files that are neither
+image nor video), or raises MalformedNotification.
+
+Kind: ``image/*`` IMAGE, ``video/*`` VIDEO (content type first, then the file extension);
+FRAME when the key under the prefix is ``frames/<video_id>/<frame_time_ms>.<ext>`` or the
+object carries user metadata ``video-id`` and ``frame-time-ms``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote_plus
+
+from ..contract import AssetKind, AssetUploaded
+
+SEAWEEDFS = "seaweedfs"
+MINIO = "minio"
+
+SEAWEEDFS_BUCKETS_DIR = "/buckets/"
+_MULTIPART_DIR = ".uploads/"
+_FRAME_KEY = re.compile(r"^frames/(?P<video_id>[^/]+)/(?P<frame_time_ms>\d+)\.[A-Za-z0-9]+$")
+_META_PREFIX = "x-amz-meta-"
+# MinIO event names under s3:ObjectCreated: that change metadata only, not the object's bytes.
+_MINIO_METADATA_EVENTS = {"PutRetention", "PutLegalHold", "PutTagging"}
+
+
+class MalformedNotification(ValueError):
+    """A notification that cannot be understood; it goes to the dead-letter topic."""
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """A well-formed notification that names no new asset."""
+
+    reason: str  # not_create, directory, other_bucket, outside_prefix, multipart_part, not_media
+    key: str
+
+
+Outcome = AssetUploaded | Ignored
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which objects are assets: the bucket and the key prefix (settings.s3)."""
+
+    bucket: str
+    prefix: str = ""
+
+
+def _ms(dt: datetime) -> datetime:
+    return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
+
+
+def _kind_of(object_key: str, content_type: str) -> AssetKind | None:
+    for candidate in (content_type, mimetypes.guess_type(object_key)[0] or ""):
+        major = candidate.split("/", 1)[0].strip().lower()
+        if major == "image":
+            return AssetKind.IMAGE
+        if major == "video":
+            return AssetKind.VIDEO
+    return None
+
+
+def _frame_of(relative_key: str, metadata: Mapping[str, str]) -> tuple[str, int] | None:
+    match = _FRAME_KEY.match(relative_key)
+    if match:
+        return match["video_id"], int(match["frame_time_ms"])
+    video_id, frame_time = metadata.get("video-id"), metadata.get("frame-time-ms")
+    if video_id and frame_time is not None:
+        try:
+            frame_time_ms = int(frame_time)
+        except ValueError:
+            raise MalformedNotification(
+                f"user metadata frame-time-ms={frame_time!r} is not an integer number of milliseconds"
+            ) from None
+        if frame_time_ms < 0:
+            raise MalformedNotification(f"user metadata frame-time-ms={frame_time_ms} is negative")
+        return video_id, frame_time_ms
+    return None
+
+
+def _user_metadata(items: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """``X-Amz-Meta-Video-Id: v`` -> ``{"video-id": "v"}``; other keys are dropped."""
+    out = {}
+    for key, value in items:
+        lower = key.lower()
+        if lower.startswith(_META_PREFIX):
+            out[lower[len(_META_PREFIX) :]] = value
+    return out
+
+
+def _build(
+    scope: Scope,
+    *,
+    bucket: str,
+    object_key: str,
+    etag: str,
+    size: int,
+    content_type: str,
+    uploaded_at: datetime,
+    metadata: Mapping[str, str],
+    source: str,
+) -> Outcome:
+    if bucket != scope.bucket:
+        return Ignored("other_bucket", f"{bucket}/{object_key}")
+    if not object_key.startswith(scope.prefix):
+        return Ignored("outside_prefix", f"{bucket}/{object_key}")
+    if object_key.startswith(_MULTIPART_DIR):
+        return Ignored("multipart_part", f"{bucket}/{object_key}")
+    kind = _kind_of(object_key, content_type)
+    if kind is None:
+        return Ignored("not_media", f"{bucket}/{object_key}")
+    frame = _frame_of(object_key[len(scope.prefix) :], metadata)
+    if frame is not None:
+        kind = AssetKind.FRAME
+    if not content_type:
+        content_type = mimetypes.guess_type(object_key)[0] or "application/octet-stream"
+    if not etag:
+        raise MalformedNotification(f"no ETag for {bucket}/{object_key}")
+    if size < 0:
+        raise MalformedNotification(f"negative size {size} for {bucket}/{object_key}")
+    return AssetUploaded(
+        asset_id=f"{bucket}/{object_key}",
+        bucket=bucket,
+        object_key=object_key,
+        etag=etag,
+        size=size,
+        content_type=content_type,
+        kind=kind,
+        uploaded_at=_ms(uploaded_at),
+        video_id=frame[0] if frame else None,
+        frame_time_ms=frame[1] if frame else None,
+        source=source,
+    )
+
+
+def _b64text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise MalformedNotification(f"{what} is not a base64 string")
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise MalformedNotification(f"{what} is not valid base64 text") from None
+
+
+def _seaweedfs_etag(entry: Mapping[str, Any], attributes: Mapping[str, Any], path: str) -> str:
+    extended = entry.get("extended") or {}
+    if "Seaweed-X-Amz-ETag" in extended:
+        return _b64text(extended["Seaweed-X-Amz-ETag"], f"ETag of {path}").strip('"')
+    md5 = attributes.get("md5")
+    if md5:
+        try:
+            return base64.b64decode(md5, validate=True).hex()
+        except (binascii.Error, TypeError):
+            raise MalformedNotification(f"md5 of {path} is not base64") from None
+    return ""
+
+
+def _seaweedfs_time(entry: Mapping[str, Any], attributes: Mapping[str, Any]) -> datetime:
+    # Chunk times are in nanoseconds; the entry's mtime only in seconds.
+    chunk_ns = [c.get("modified_ts_ns") for c in entry.get("chunks") or () if isinstance(c, Mapping)]
+    chunk_ns = [n for n in chunk_ns if isinstance(n, int) and n > 0]
+    if chunk_ns:
+        return datetime.fromtimestamp(max(chunk_ns) / 1e9, UTC)
+    mtime = attributes.get("mtime")
+    if not isinstance(mtime, int) or mtime <= 0:
+        raise MalformedNotification("entry has neither chunk times nor mtime")
+    return datetime.fromtimestamp(mtime, UTC)
+
+
+def from_seaweedfs(payload: Mapping[str, Any], scope: Scope) -> Outcome:
+    """Normalise one SeaweedFS filer webhook notification."""
+    event_type = payload.get("event_type")
+    message = payload.get("message")
+    if not isinstance(event_type, str) or not isinstance(message, Mapping):
+        raise MalformedNotification("not a SeaweedFS filer notification (event_type, message)")
+    if event_type not in ("create", "update", "rename"):
+        return Ignored("not_create", str(payload.get("key", "")))
+    entry = message.get("new_entry")
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+        raise MalformedNotification(f"{event_type} notification without new_entry.name")
+    if event_type == "rename" or "key" not in payload:
+        parent = message.get("new_parent_path")
+        if not isinstance(parent, str):
+            raise MalformedNotification("rename notification without new_parent_path")
+        path = f"{parent.rstrip('/')}/{entry['name']}"
+    else:
+        path = payload["key"]
+        if not isinstance(path, str):
+            raise MalformedNotification("key is not a string")
+    if entry.get("is_directory"):
+        return Ignored("directory", path)
+    if not path.startswith(SEAWEEDFS_BUCKETS_DIR):
+        return Ignored("other_bucket", path)
+    bucket, _, object_key = path[len(SEAWEEDFS_BUCKETS_DIR) :].partition("/")
+    if not bucket or not object_key:
+        return Ignored("directory", path)
+    attributes = entry.get("attributes") or {}
+    if not isinstance(attributes, Mapping):
+        raise MalformedNotification(f"attributes of {path} is not an object")
+    extended = entry.get("extended") or {}
+    if not isinstance(extended, Mapping):
+        raise MalformedNotification(f"extended of {path} is not an object")
+    metadata = _user_metadata(
+        (key, _b64text(value, f"metadata {key} of {path}"))
+        for key, value in extended.items()
+        if key.lower().startswith(_META_PREFIX)
+    )
+    size = attributes.get("file_size")
+    if not isinstance(size, int):
+        size = sum(int(c.get("size", 0)) for c in entry.get("chunks") or ())
+    return _build(
+        scope,
+        bucket=bucket,
+        object_key=object_key,
+        etag=_seaweedfs_etag(entry, attributes, path),
+        size=size,
+        content_type=str(attributes.get("mime") or ""),
+        uploaded_at=_seaweedfs_time(entry, attributes),
+        metadata=metadata,
+        source=SEAWEEDFS,
+    )
+
+
+def _parse_time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise MalformedNotification("eventTime is missing")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise MalformedNotification(f"eventTime {value!r} is not ISO 8601") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def from_minio(payload: Mapping[str, Any], scope: Scope) -> list[Outcome]:
+    """Normalise one MinIO S3 event (one or more records)."""
+    records = payload.get("Records")
+    if not isinstance(records, list) or not records:
+        raise MalformedNotification("not an S3 event notification (Records)")
+    outcomes: list[Outcome] = []
+    for record in records:
+        if not isinstance(record, Mapping):
+            raise MalformedNotification("an S3 event record is not an object")
+        name = str(record.get("eventName", payload.get("EventName", "")))
+        s3 = record.get("s3")
+        if not isinstance(s3, Mapping):
+            raise MalformedNotification(f"S3 event record {name!r} without s3")
+        try:
+            bucket = str(s3["bucket"]["name"])
+            obj = s3["object"]
+            object_key = unquote_plus(str(obj["key"]))
+        except (KeyError, TypeError):
+            raise MalformedNotification("S3 event record without s3.bucket.name / s3.object.key") from None
+        if not name.startswith("s3:ObjectCreated:"):
+            outcomes.append(Ignored("not_create", f"{bucket}/{object_key}"))
+            continue
+        if name.rpartition(":")[2] in _MINIO_METADATA_EVENTS:
+            outcomes.append(Ignored("metadata_only", f"{bucket}/{object_key}"))
+            continue
+        if object_key.endswith("/"):
+            outcomes.append(Ignored("directory", f"{bucket}/{object_key}"))
+            continue
+        user_metadata = obj.get("userMetadata") or {}
+        if not isinstance(user_metadata, Mapping):
+            raise MalformedNotification(f"userMetadata of {bucket}/{object_key} is not an object")
+        content_type = str(obj.get("contentType") or user_metadata.get("content-type") or "")
+        try:
+            size = int(obj.get("size", 0))
+        except (TypeError, ValueError):
+            raise MalformedNotification(f"size of {bucket}/{object_key} is not a number") from None
+        outcomes.append(
+            _build(
+                scope,
+                bucket=bucket,
+                object_key=object_key,
+                etag=str(obj.get("eTag") or "").strip('"'),
+                size=size,
+                content_type=content_type,
+                uploaded_at=_parse_time(record.get("eventTime")),
+                metadata=_user_metadata((str(k), str(v)) for k, v in user_metadata.items()),
+                source=MINIO,
+            )
+        )
+    return outcomes
+
+
+def source_of(payload: Any) -> str:
+    """Which notifier sent ``payload`` (seaweedfs or minio); MalformedNotification if neither."""
+    if isinstance(payload, Mapping):
+        if "event_type" in payload and "message" in payload:
+            return SEAWEEDFS
+        if "Records" in payload:
+            return MINIO
+    raise MalformedNotification("neither a SeaweedFS filer notification nor an S3 event")
+
+
+def normalise(payload: Any, scope: Scope) -> list[Outcome]:
+    """Any supported notification -> outcomes, one per object it names."""
+    if source_of(payload) == SEAWEEDFS:
+        return [from_seaweedfs(payload, scope)]
+    return from_minio(payload, scope)
+
+
+class RecentVersions:
+    """A bounded LRU of object versions (asset_id, etag) already published.
+
+    Notifiers deliver at least once (and SeaweedFS sends an ``update`` for a metadata-only
+    change); publishing the same version twice would make the pipeline do the work twice.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be positive")
+        self.capacity = capacity
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def seen(self, asset: AssetUploaded) -> bool:
+        """True if this version was seen before; otherwise remember it and return False."""
+        version = (asset.asset_id, asset.etag)
+        if version in self._seen:
+            self._seen.move_to_end(version)
+            return True
+        self._seen[version] = None
+        if len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+        return False
+
+    def forget(self, asset: AssetUploaded) -> None:
+        """Forget a version (its publication failed, so a redelivery must go through)."""
+        self._seen.pop((asset.asset_id, asset.etag), None)
