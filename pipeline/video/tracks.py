@@ -19,9 +19,11 @@ track whose span it falls in (widened by the gap), else starts one; a frame time
 answered from memory and changes nothing, so a redelivered event is harmless.
 
 Frame-sample convention: an image uploaded under ``frames/<video_id>/<frame_time_ms>.<ext>``
-(e.g. ``frames/match-2026-11-21/754000.jpg``; ``<video_id>`` may contain ``/``), or anywhere
-with the user metadata ``video-id`` and ``frame-time-ms``, is a FRAME asset of that video;
-``frame_key``/``parse_frame_key`` build and read the key form.
+(below the bucket prefix; ``<video_id>`` without ``/``, the time in whole milliseconds from the
+start of the video, e.g. ``frames/match-2026-11-21/754000.jpg``), or under any key with the user
+metadata ``video-id`` and ``frame-time-ms`` (``x-amz-meta-video-id``, ``x-amz-meta-frame-time-ms``),
+is a FRAME asset of that video. pipeline/ingest/notifications.py reads it into
+AssetUploaded.video_id / frame_time_ms; ``frame_key`` writes the key form.
 
 State: ``to_state()`` gives a JSON-able dict for a table keyed by video id. By default it holds
 no embeddings (boxes, times and ids only): a builder restored from it links by box overlap until
@@ -30,7 +32,6 @@ a track has seen a face again, so biometric data need never reach a changelog to
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -44,19 +45,15 @@ _NAMESPACE = uuid.UUID("5d0c3f7e-6a0b-4d52-9a43-6c1f0a7e2b11")  # facegate face 
 _LOOSE_FACTOR = 1.25  # distance bound, relative to match_distance, for faces linked by overlap
 _FULL_SIZE_PX = 112.0  # faces this small or larger count as full size for quality
 _STATE_VERSION = 1
-_FRAME_KEY = re.compile(r"^frames/(?P<video>.+)/(?P<ms>\d{1,12})\.[A-Za-z0-9]{1,8}$")
 
 BBox = tuple[float, float, float, float]  # x, y, w, h in pixels of the upright frame
 
 
 def frame_key(video_id: str, frame_time_ms: int, ext: str = "jpg") -> str:
+    """The object key (below the bucket prefix) of a frame sample."""
+    if not video_id or "/" in video_id or frame_time_ms < 0:
+        raise ValueError(f"no frame key for video id {video_id!r} at {frame_time_ms} ms")
     return f"frames/{video_id}/{frame_time_ms}.{ext}"
-
-
-def parse_frame_key(key: str) -> tuple[str, int] | None:
-    """``(video_id, frame_time_ms)`` of a frame-sample key, None for any other key."""
-    m = _FRAME_KEY.match(key)
-    return (m["video"], int(m["ms"])) if m else None
 
 
 @dataclass(frozen=True, slots=True)

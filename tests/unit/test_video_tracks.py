@@ -11,6 +11,8 @@ import json
 import numpy as np
 import pytest
 
+from pipeline.contract import AssetKind, AssetUploaded
+from pipeline.ingest.notifications import Scope, normalise
 from pipeline.settings import VideoSettings
 from pipeline.video.tracks import (
     FrameFace,
@@ -19,7 +21,6 @@ from pipeline.video.tracks import (
     frame_key,
     iou,
     link_tracks,
-    parse_frame_key,
     track_id,
 )
 
@@ -213,12 +214,28 @@ def test_unknown_state_version_is_refused() -> None:
         TrackBuilder.from_state({"version": 99})
 
 
-def test_frame_key_convention() -> None:
-    assert frame_key("match/2026-11-21", 754000, "jpg") == "frames/match/2026-11-21/754000.jpg"
-    assert parse_frame_key("frames/match/2026-11-21/754000.jpg") == ("match/2026-11-21", 754000)
-    assert parse_frame_key("frames/clip/0.png") == ("clip", 0)
-    for other in ("photos/a.jpg", "frames/754000.jpg", "frames/clip/12s.jpg", "frames/clip/-5.jpg"):
-        assert parse_frame_key(other) is None
+def test_frame_key_convention_is_the_one_the_notification_normaliser_reads() -> None:
+    key = frame_key("match-2026-11-21", 754000, "jpg")
+    assert key == "frames/match-2026-11-21/754000.jpg"
+    event = {
+        "EventName": "s3:ObjectCreated:Put",
+        "Records": [
+            {
+                "eventName": "s3:ObjectCreated:Put",
+                "eventTime": "2026-11-22T10:00:00.000Z",
+                "s3": {
+                    "bucket": {"name": "assets"},
+                    "object": {"key": key, "size": 1000, "eTag": "e", "contentType": "image/jpeg"},
+                },
+            }
+        ],
+    }
+    (asset,) = normalise(event, Scope(bucket="assets"))
+    assert isinstance(asset, AssetUploaded)
+    assert (asset.kind, asset.video_id, asset.frame_time_ms) == (AssetKind.FRAME, "match-2026-11-21", 754000)
+    for video_id, ms in (("a/b", 0), ("", 0), ("clip", -1)):
+        with pytest.raises(ValueError):
+            frame_key(video_id, ms)
 
 
 def test_config_from_settings() -> None:
