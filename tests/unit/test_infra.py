@@ -168,7 +168,7 @@ def test_dashboard_is_provisioned_and_consistent() -> None:
     datasource = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
     (prometheus,) = datasource["datasources"]
     provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "facegate.yml").read_text())
-    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    assert provider["providers"][0]["options"]["path"] == "/etc/grafana/dashboards"
     for path in DASHBOARDS:
         dashboard = json.loads(path.read_text())
         ids = [panel["id"] for panel in dashboard["panels"]]
