@@ -17,3 +17,14 @@ class StackError(FacegateError):
     """A part of the stack could not be started or reached."""
 
     exit_code = 3
+
+
+class PermanentError(Exception):
+    """Processing this input again cannot succeed (corrupt file, deleted object, bad event).
+
+    The record goes to the dead-letter topic with the error in its headers; the worker goes on.
+    """
+
+
+class TransientError(Exception):
+    """A dependency is down or slow (Triton, S3, Qdrant). Retried with backoff; never dead-lettered."""

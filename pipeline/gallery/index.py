@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +29,6 @@ from .. import metrics
 from ..settings import Settings
 
 EMBEDDING_DIM = 128  # dlib ResNet v1
-_POINT_NS = uuid.UUID("6f1d3c2e-5a4b-4c8d-9e0f-1a2b3c4d5e6f")
 T = TypeVar("T")
 
 
@@ -46,13 +44,11 @@ class Match:
 
 class GalleryIndex(Protocol):
     async def search(self, embeddings: np.ndarray) -> list[Match | None]: ...
-    async def upsert(self, subject_id: str, faceprints: np.ndarray, model_version: str) -> int: ...
+    async def upsert(
+        self, subject_id: str, faceprints: Sequence[tuple[str, np.ndarray]], model_version: str
+    ) -> int: ...
     async def delete_subject(self, subject_id: str) -> int: ...
     async def count(self, subject_id: str | None = None) -> int: ...
-
-
-def point_id(subject_id: str, ordinal: int) -> str:
-    return str(uuid.uuid5(_POINT_NS, f"{subject_id}/{ordinal}"))
 
 
 class QdrantGallery:
@@ -109,16 +105,21 @@ class QdrantGallery:
                 matches.append(Match(str(best.payload["subject_id"]), float(best.score)))
         return matches
 
-    async def upsert(self, subject_id: str, faceprints: np.ndarray, model_version: str) -> int:
-        """Replace the subject's points with these faceprints."""
+    async def upsert(
+        self, subject_id: str, faceprints: Sequence[tuple[str, np.ndarray]], model_version: str
+    ) -> int:
+        """Replace the subject's points with these (vault record id, faceprint) pairs.
+
+        The point id is the vault's record id (a UUID), so index and vault name a faceprint alike.
+        """
         await self.delete_subject(subject_id)
         points = [
             models.PointStruct(
-                id=point_id(subject_id, i),
-                vector=[float(v) for v in fp],
-                payload={"subject_id": subject_id, "ordinal": i, "model_version": model_version},
+                id=record_id,
+                vector=[float(v) for v in np.asarray(vector, dtype=np.float32)],
+                payload={"subject_id": subject_id, "model_version": model_version},
             )
-            for i, fp in enumerate(np.asarray(faceprints, dtype=np.float32))
+            for record_id, vector in faceprints
         ]
         if points:
             await self._call("upsert", self._client.upsert, self._collection, points, wait=True)
@@ -182,7 +183,3 @@ def open_gallery(settings: Settings, replica: str = "worker") -> QdrantGallery:
         path.mkdir(parents=True, exist_ok=True)
         return QdrantGallery(QdrantClient(path=str(path)), q.collection, q.match_threshold, local=True)
     return QdrantGallery(client, q.collection, q.match_threshold)
-
-
-def as_matrix(vectors: Sequence[np.ndarray]) -> np.ndarray:
-    return np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, EMBEDDING_DIM), np.float32)

@@ -1,0 +1,1 @@
+"""The consent join: one partition of subjects, their consent, their faceprints, their purges."""

@@ -1,0 +1,111 @@
+"""Reading assets from the object store (MinIO in production, SeaweedFS embedded; both speak S3).
+
+Failures are classified for the stream: an object that is gone or too large is permanent
+(dead-letter), a store that does not answer is transient (retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from .errors import PermanentError, TransientError
+from .settings import Settings
+
+T = TypeVar("T")
+_GONE = {"NoSuchKey", "NoSuchBucket", "NoSuchVersion"}
+
+
+class ObjectMissing(PermanentError):
+    """The object was deleted (or never existed) before it was processed."""
+
+
+class ObjectTooLarge(PermanentError):
+    """The object is larger than settings.recognition.max_object_bytes."""
+
+
+class ObjectStoreUnavailable(TransientError):
+    """The object store did not answer or failed server-side."""
+
+
+def s3_client(settings: Settings) -> Minio:
+    s3 = settings.s3
+    if not s3.endpoint:
+        raise ValueError("s3.endpoint is not set (start the stack with `facegate up`)")
+    http = urllib3.PoolManager(maxsize=32, timeout=urllib3.Timeout(connect=2.0, read=30.0), retries=False)
+    return Minio(
+        s3.endpoint,
+        access_key=s3.access_key,
+        secret_key=s3.secret_key.get_secret_value(),
+        secure=s3.secure,
+        region=s3.region,
+        http_client=http,
+    )
+
+
+class ObjectStore:
+    """Blocking S3 calls run on a small thread pool so many assets can be in flight."""
+
+    def __init__(self, client: Minio, max_bytes: int, threads: int = 8) -> None:
+        self.client = client
+        self._max_bytes = max_bytes
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3")
+
+    def _classify(self, bucket: str, key: str, exc: Exception) -> Exception:
+        if isinstance(exc, S3Error):
+            if exc.code in _GONE:
+                return ObjectMissing(f"s3://{bucket}/{key}: {exc.code}")
+            if exc.code in {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+                # A credential problem is an operator problem: retry until it is fixed.
+                return ObjectStoreUnavailable(f"s3://{bucket}/{key}: {exc.code} (check s3 credentials)")
+        return ObjectStoreUnavailable(f"s3://{bucket}/{key}: {type(exc).__name__}: {exc}")
+
+    def _read(self, bucket: str, key: str) -> bytes:
+        response = None
+        try:
+            response = self.client.get_object(bucket, key)
+            declared = int(response.headers.get("Content-Length", "0") or 0)
+            if declared > self._max_bytes:
+                raise ObjectTooLarge(f"s3://{bucket}/{key}: {declared} bytes > {self._max_bytes}")
+            data = response.read(self._max_bytes + 1)
+            if len(data) > self._max_bytes:
+                raise ObjectTooLarge(f"s3://{bucket}/{key}: over {self._max_bytes} bytes")
+            return data
+        except (ObjectTooLarge, ObjectMissing):
+            raise
+        except Exception as exc:
+            raise self._classify(bucket, key, exc) from exc
+        finally:
+            if response is not None:
+                response.close()
+                response.release_conn()
+
+    async def read(self, bucket: str, key: str) -> bytes:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, bucket, key)
+
+    def stream(self, bucket: str, key: str, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The object's bytes in chunks (blocking; for spooling videos to disk in a thread)."""
+        try:
+            response = self.client.get_object(bucket, key)
+        except Exception as exc:
+            raise self._classify(bucket, key, exc) from exc
+        try:
+            yield from response.stream(chunk)
+        except Exception as exc:
+            raise self._classify(bucket, key, exc) from exc
+        finally:
+            response.close()
+            response.release_conn()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call that uses the store on its thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)

@@ -1,0 +1,117 @@
+"""One asset in, its FaceObservations out: fetch, analyse on Triton, search the gallery.
+
+Embeddings exist here only, in memory, between the Triton response and the gallery search;
+what leaves the stage is boxes, scores and candidate subject ids (design invariants 1 and 2).
+A candidate is not a decision: the consent join decides whether a face may be named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .. import metrics
+from ..contract import AssetKind, AssetUploaded, BBox
+from ..contract.internal import FaceObservations, ObservedFace
+from ..errors import PermanentError
+from ..gallery import GalleryIndex, Match
+from ..inference.types import DetectedFace, FaceAnalyzer, FacesResult
+from ..objects import ObjectStore
+from ..settings import RecognitionSettings
+from .retry import until_done
+
+log = logging.getLogger(__name__)
+
+
+class TooManyPixels(PermanentError):
+    """A decompression bomb: the image header declares more pixels than recognition.max_pixels."""
+
+
+def face_id(asset_id: str, etag: str, frame_time_ms: int | None, box: BBox) -> str:
+    """Deterministic: reprocessing the same object version gives the same ids (idempotent tags)."""
+    where = f"{round(box.x)},{round(box.y)},{round(box.w)},{round(box.h)}"
+    text = f"{asset_id}\0{etag}\0{frame_time_ms if frame_time_ms is not None else ''}\0{where}"
+    return "face-" + hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def check_pixels(data: bytes, max_pixels: int) -> None:
+    """Refuse a decompression bomb from its header alone, before any byte goes to Triton."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return  # not for us to judge: Triton's decoder says precisely what is wrong
+    if width * height > max_pixels:
+        raise TooManyPixels(f"{width}x{height} = {width * height} pixels exceeds the limit of {max_pixels}")
+
+
+def select_faces(result: FacesResult, limits: RecognitionSettings) -> list[DetectedFace]:
+    """The faces worth recognising: big enough, at most max_faces, highest scores first."""
+    faces = [f for f in result.faces if f.quality.face_px >= limits.min_face_px]
+    faces.sort(key=lambda f: f.det_score, reverse=True)
+    return faces[: limits.max_faces]
+
+
+def similarity(match: Match, threshold: float) -> float:
+    return max(0.0, 1.0 - match.distance / threshold)
+
+
+@dataclass
+class RecognizeStage:
+    store: ObjectStore
+    analyzer: FaceAnalyzer
+    gallery: GalleryIndex
+    limits: RecognitionSettings
+    match_threshold: float
+
+    async def analyze(self, data: bytes, request_id: str) -> FacesResult:
+        check_pixels(data, self.limits.max_pixels)
+        return await until_done(lambda: self.analyzer.analyze(data, request_id=request_id), stage="infer")
+
+    async def observe(self, asset: AssetUploaded) -> FaceObservations:
+        """The faces of an image or frame asset (videos go through pipeline.video)."""
+        with metrics.in_flight(metrics.Stage.INFER):
+            data = await until_done(lambda: self.store.read(asset.bucket, asset.object_key), stage="fetch")
+            result = await self.analyze(data, asset.asset_id)
+            faces = select_faces(result, self.limits)
+            embeddings = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 128), np.float32)
+            matches = await until_done(lambda: self.gallery.search(embeddings), stage="match")
+        observed = []
+        for face, match in zip(faces, matches, strict=True):
+            box = BBox(face.box.x, face.box.y, face.box.w, face.box.h)
+            observed.append(
+                ObservedFace(
+                    face_id=face_id(asset.asset_id, asset.etag, asset.frame_time_ms, box),
+                    bbox=box,
+                    det_score=face.det_score,
+                    frame_time_ms=asset.frame_time_ms,
+                    candidate=match.subject_id if match else None,
+                    similarity=similarity(match, self.match_threshold) if match else None,
+                )
+            )
+        metrics.FACES_PROCESSED.labels(stage="infer", outcome="ok").inc(len(observed))
+        return FaceObservations(
+            asset_id=asset.asset_id,
+            etag=asset.etag,
+            kind=asset.kind,
+            model_version=result.model_version,
+            uploaded_at=asset.uploaded_at,
+            faces=observed,
+            video_id=asset.video_id,
+            frame_time_ms=asset.frame_time_ms,
+        )
+
+    async def reference_faces(self, bucket: str, key: str) -> list[np.ndarray]:
+        """Embeddings of every face in an enrollment reference photo (the join keeps one)."""
+        data = await until_done(lambda: self.store.read(bucket, key), stage="fetch")
+        result = await self.analyze(data, f"{bucket}/{key}")
+        return [f.embedding for f in select_faces(result, self.limits)]
+
+
+def is_video(asset: AssetUploaded) -> bool:
+    return asset.kind == AssetKind.VIDEO
