@@ -64,7 +64,7 @@ class ImageError(ValueError):
 class Params:
     """Thresholds and sizes; the Triton model reads them from config.pbtxt parameters."""
 
-    det_score: float = 0.7  # minimum RetinaFace face probability
+    det_score: float = 0.8  # minimum RetinaFace face probability
     nms_iou: float = 0.4  # boxes overlapping more than this are one face
     min_face_px: float = 16.0  # faces whose box short side (upright image px) is smaller are dropped
     max_faces: int = 100  # per image, highest scores first

@@ -1,0 +1,18 @@
+"""Face analysis through Triton: encoded image bytes in, faces with embeddings out."""
+
+from .client import TritonFaceClient
+from .errors import BadImage, InferenceProtocolError, InferenceUnavailable
+from .types import EMBEDDING_DIM, Box, DetectedFace, FaceAnalyzer, FaceQuality, FacesResult
+
+__all__ = [
+    "EMBEDDING_DIM",
+    "BadImage",
+    "Box",
+    "DetectedFace",
+    "FaceAnalyzer",
+    "FaceQuality",
+    "FacesResult",
+    "InferenceProtocolError",
+    "InferenceUnavailable",
+    "TritonFaceClient",
+]

@@ -1,0 +1,20 @@
+"""Inference errors, classified for the stage that calls the client."""
+
+from __future__ import annotations
+
+from ..errors import PermanentError, TransientError
+
+
+class BadImage(PermanentError):
+    """The model refused this image (truncated, not an image, over the pixel limit, ...).
+
+    Retrying cannot help: the asset goes to the dead-letter topic with this message.
+    """
+
+
+class InferenceUnavailable(TransientError):
+    """Triton could not be reached or did not answer after every retry."""
+
+
+class InferenceProtocolError(TransientError):
+    """Triton answered, but not with what the model's metadata promised (wrong model deployed?)."""
