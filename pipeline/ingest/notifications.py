@@ -180,8 +180,11 @@ def _seaweedfs_etag(entry: Mapping[str, Any], attributes: Mapping[str, Any], pat
 
 def _seaweedfs_time(entry: Mapping[str, Any], attributes: Mapping[str, Any]) -> datetime:
     # Chunk times are in nanoseconds; the entry's mtime only in seconds.
-    chunk_ns = [c.get("modified_ts_ns") for c in entry.get("chunks") or () if isinstance(c, Mapping)]
-    chunk_ns = [n for n in chunk_ns if isinstance(n, int) and n > 0]
+    chunk_ns: list[int] = []
+    for chunk in entry.get("chunks") or ():
+        ns = chunk.get("modified_ts_ns") if isinstance(chunk, Mapping) else None
+        if isinstance(ns, int) and ns > 0:
+            chunk_ns.append(ns)
     if chunk_ns:
         return datetime.fromtimestamp(max(chunk_ns) / 1e9, UTC)
     mtime = attributes.get("mtime")

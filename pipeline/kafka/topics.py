@@ -1,7 +1,7 @@
 """The application's topics, created by the application with the configuration they need.
 
-``facegate.consent`` and ``facegate.tags`` are compacted: they are the current state per
-subject and per asset. The audit log and the purge receipts are kept forever (they prove
+``facegate.consent``, ``facegate.tags`` and the gallery topic are compacted: they are the
+current state per subject and per asset. The audit log and the purge receipts are kept forever (they prove
 erasure). Every topic has ``settings.kafka.partitions`` partitions, so that the consent join
 sees candidates and consent changes of one subject in the same partition number.
 ``ensure_topics`` is idempotent: it creates what is missing and checks what exists.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
@@ -32,26 +33,29 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
+# Configuration per KafkaSettings field; every other ``topic_*`` field is a plain delete topic.
+TOPIC_CONFIG: dict[str, dict[str, str]] = {
+    "topic_consent": COMPACT,  # current consent per subject
+    "topic_tags": COMPACT,  # current faces per asset
+    "topic_gallery": COMPACT,  # gallery replica per subject
+    "topic_purges": KEEP_FOREVER,  # erasure receipts
+    "topic_audit": KEEP_FOREVER,  # hash-chained audit log
+}
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """One spec per ``topic_*`` setting, so that a topic added to the settings is created too."""
     k = settings.kafka
-
-    def spec(name: str, config: dict[str, str] | None = None) -> TopicSpec:
-        return TopicSpec(name, k.partitions, k.replication_factor, dict(config or {}))
-
     return [
-        spec(k.topic_assets),
-        spec(k.topic_consent, COMPACT),
-        spec(k.topic_enrollments),
-        spec(k.topic_candidates),
-        spec(k.topic_tags, COMPACT),
-        spec(k.topic_purges, KEEP_FOREVER),
-        spec(k.topic_audit, KEEP_FOREVER),
-        spec(k.topic_dlq),
+        TopicSpec(getattr(k, field), k.partitions, k.replication_factor, dict(TOPIC_CONFIG.get(field, {})))
+        for field in type(k).model_fields
+        if field.startswith("topic_")
     ]
 
 
 def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap, "logger": log})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": log}
+    return AdminClient(config)
 
 
 def ensure_topics(settings: Settings, bootstrap: str | None = None, timeout_s: float = 15.0) -> list[str]:

@@ -1,0 +1,24 @@
+"""The embedded stack: Kafka (noida-db), S3 (SeaweedFS) with notifications, Triton, Qdrant
+local mode and the pipeline workers, started on 127.0.0.1 on free ports under a data dir.
+
+``up`` / ``down`` / ``status`` back the ``facegate up|down|status`` commands and the
+integration-test fixture; ``resolve_settings`` points a settings object at a running stack.
+"""
+
+from .manager import CRASHED, DOWN, UNHEALTHY, UP, Endpoints, PartStatus, down, resolve_settings, status, up
+from .parts import WORKERS, WorkerPart
+
+__all__ = [
+    "CRASHED",
+    "DOWN",
+    "UNHEALTHY",
+    "UP",
+    "WORKERS",
+    "Endpoints",
+    "PartStatus",
+    "WorkerPart",
+    "down",
+    "resolve_settings",
+    "status",
+    "up",
+]
