@@ -83,6 +83,18 @@ class FrameFace:
     def quality(self) -> float:
         return self.det_score * min(1.0, min(self.bbox[2], self.bbox[3]) / _FULL_SIZE_PX)
 
+    @classmethod
+    def from_arrays(
+        cls, boxes: np.ndarray, det_scores: np.ndarray, embeddings: np.ndarray
+    ) -> list[FrameFace]:
+        """The faces of one frame from the face model's outputs (F x 4, F, F x 128)."""
+        if not len(boxes) == len(det_scores) == len(embeddings):
+            raise ValueError(f"face arrays disagree: {len(boxes)}, {len(det_scores)}, {len(embeddings)}")
+        return [
+            cls(bbox=_bbox(box), det_score=float(score), embedding=np.asarray(embedding, dtype=np.float32))
+            for box, score, embedding in zip(boxes, det_scores, embeddings, strict=True)
+        ]
+
 
 @dataclass(slots=True)
 class Track:
