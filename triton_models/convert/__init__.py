@@ -1,0 +1,1 @@
+"""dlib ResNet -> ONNX conversion used by triton_models/build.py."""
