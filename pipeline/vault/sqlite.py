@@ -18,6 +18,8 @@ from pathlib import Path
 from .store import SealedFaceprint, WrappedKey
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BUSY_WAIT_MS = 30_000  # another process writing (a second vault writer, the CLI)
+_SCRUB_WAIT_MS = 200  # readers in the way of emptying the WAL: retry later rather than wait
 
 
 def _to_ms(at: datetime) -> int:
@@ -35,7 +37,9 @@ class _Database:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        self._conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=_BUSY_WAIT_MS / 1000
+        )
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")  # a destroyed key stays destroyed after a crash
         self._conn.execute("PRAGMA secure_delete=ON")
@@ -60,8 +64,17 @@ class _Database:
             return changed
 
     def checkpoint_truncate(self) -> bool:
+        """Copy the WAL into the database and empty it; False if a reader's snapshot holds it.
+
+        TRUNCATE waits for readers through the busy handler: keep that wait short so an erasure
+        never stalls the worker behind a long ``facegate reindex``; the caller retries later.
+        """
         with self._lock:
-            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            self._conn.execute(f"PRAGMA busy_timeout = {_SCRUB_WAIT_MS}")
+            try:
+                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_WAIT_MS}")
             return bool(busy == 0)
 
     def close(self) -> None:

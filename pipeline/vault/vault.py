@@ -90,6 +90,7 @@ class RotationReport:
     rewrapped: int  # data keys moved to the new master key
     already_current: int
     retired_key_ids: tuple[str, ...]  # master keys that wrapped something before; now unused
+    old_wraps_scrubbed: bool  # no copy of a key wrapped by a retired master key left on disk
 
     def to_detail(self) -> dict[str, Any]:
         return {
@@ -97,6 +98,7 @@ class RotationReport:
             "rewrapped": self.rewrapped,
             "already_current": self.already_current,
             "retired_key_ids": list(self.retired_key_ids),
+            "old_wraps_scrubbed": self.old_wraps_scrubbed,
         }
 
 
@@ -116,6 +118,7 @@ class FaceprintVault:
         self._keys = keys
         self._blobs = blobs
         self._keyring = keyring
+        self._scrub_pending = False
 
     @classmethod
     def open(cls, directory: Path, keyring: MasterKeyring) -> FaceprintVault:
@@ -270,7 +273,9 @@ class FaceprintVault:
         """Crypto-shred a subject: delete their data key, then their ciphertexts. Idempotent."""
         wrapped = self._keys.get(subject_id)
         key_destroyed = self._keys.delete(subject_id)
-        scrubbed = self._keys.scrub() if key_destroyed else True
+        if key_destroyed:
+            self._scrub_pending = True
+        scrubbed = self.scrub_keys()
         record_ids = tuple(self._blobs.delete_subject(subject_id))
         return DestructionReceipt(
             subject_id=subject_id,
@@ -281,6 +286,17 @@ class FaceprintVault:
             key_scrubbed=scrubbed,
             destroyed_at=utcnow(),
         )
+
+    @property
+    def scrub_pending(self) -> bool:
+        """A destroyed or re-wrapped key may still have a copy in the keystore's files."""
+        return self._scrub_pending
+
+    def scrub_keys(self) -> bool:
+        """Retry removing leftover copies of destroyed keys (the expiry timer calls this); True: none left."""
+        if self._scrub_pending and self._keys.scrub():
+            self._scrub_pending = False
+        return not self._scrub_pending
 
     def rotate_master_key(self, new: MasterKey | None = None) -> RotationReport:
         """Re-wrap every data key under ``new`` (default: the keyring's current key).
@@ -308,8 +324,9 @@ class FaceprintVault:
                 rewrapped += 1
                 previous.add(wrapped.master_key_id)
         # The old wrapped keys were overwritten in place; make sure the WAL keeps no copy either.
-        self._keys.scrub()
-        return RotationReport(target.key_id, rewrapped, already, tuple(sorted(previous)))
+        self._scrub_pending = self._scrub_pending or rewrapped > 0
+        scrubbed = self.scrub_keys()
+        return RotationReport(target.key_id, rewrapped, already, tuple(sorted(previous)), scrubbed)
 
 
 def vault_dir(settings: Settings) -> Path:

@@ -248,6 +248,26 @@ def test_destroyed_keys_are_overwritten_on_disk(vault: FaceprintVault, tmp_path:
     inspect.close()
 
 
+@pytest.mark.timeout(20)  # guards against the worker blocking behind a reader, not a benchmark
+def test_a_reader_in_the_way_delays_the_scrub_but_not_the_erasure(
+    vault: FaceprintVault, tmp_path: Path
+) -> None:
+    enroll(vault, "S-1", 1)
+    enroll(vault, "S-2", 1)
+    keys_db = tmp_path / "vault" / "keys.db"
+    reader = sqlite3.connect(keys_db, isolation_level=None)
+    reader.execute("BEGIN")
+    wrapped = reader.execute("SELECT wrapped FROM data_keys WHERE subject_id = 'S-1'").fetchone()[0]
+    receipt = vault.destroy_subject("S-1")
+    assert receipt.key_destroyed and not receipt.key_scrubbed and vault.scrub_pending
+    assert not vault.has_subject("S-1") and vault.faceprints("S-1") == []
+    assert not vault.scrub_keys()  # still in the way
+    reader.execute("COMMIT")
+    reader.close()
+    assert vault.scrub_keys() and not vault.scrub_pending
+    assert wrapped not in raw_bytes(keys_db)
+
+
 def test_orphaned_ciphertexts_are_skipped_and_swept(vault: FaceprintVault, tmp_path: Path) -> None:
     enroll(vault, "S-1", 2)
     enroll(vault, "S-2", 1)
@@ -317,7 +337,8 @@ def test_rotation_rewraps_keys_without_touching_ciphertexts(tmp_path: Path, mast
     new = MasterKey.generate()
     report = old_vault.rotate_master_key(new)
     assert (report.new_master_key_id, report.rewrapped, report.already_current) == (new.key_id, 3, 0)
-    assert report.retired_key_ids == (master.key_id,)
+    assert report.retired_key_ids == (master.key_id,) and report.old_wraps_scrubbed
+    check_no_biometrics(report.to_detail())
     assert old_vault.rotate_master_key().rewrapped == 0  # idempotent
     old_vault.close()
 
