@@ -22,7 +22,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["CORRELATION_FIELDS", "REDACTED", "JsonFormatter", "PrivacyFilter", "configure_logging"]
+__all__ = [
+    "CORRELATION_FIELDS",
+    "REDACTED",
+    "JsonFormatter",
+    "PrivacyFilter",
+    "configure_logging",
+    "dict_config",
+]
 
 REDACTED = "[redacted]"
 CORRELATION_FIELDS = ("asset_id", "subject_id", "stage")
@@ -136,3 +143,23 @@ def configure_logging(level: str | int = "INFO", stream: Any = None) -> logging.
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     return handler
+
+
+def dict_config(level: str | int = "INFO") -> dict[str, Any]:
+    """The same set-up as a ``logging.config.dictConfig`` dict, for frameworks that take one
+    (faust's ``Worker(logging_config=...)``, which would otherwise install its own handlers)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"privacy": {"()": PrivacyFilter}},
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {
+            "json": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "json",
+                "filters": ["privacy"],
+            }
+        },
+        "root": {"level": level.upper() if isinstance(level, str) else level, "handlers": ["json"]},
+    }

@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import logging.config
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from pipeline.logs import REDACTED, configure_logging
+from pipeline.logs import REDACTED, configure_logging, dict_config
 
 
 @pytest.fixture
@@ -114,3 +115,22 @@ def test_configuring_twice_logs_once() -> None:
         root.removeHandler(handler)
         root.setLevel(level)
     assert [entry["msg"] for entry in _entries(stream)] == ["once"]
+
+
+def test_dict_config_gives_the_same_json_and_redaction(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        logging.config.dictConfig(dict_config("INFO"))
+        logging.getLogger("faust.worker").info("probe", extra={"vector": [0.25] * 128, "stage": "infer"})
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+    (line,) = capsys.readouterr().err.splitlines()
+    entry = json.loads(line)
+    assert entry["vector"] == REDACTED
+    assert entry["stage"] == "infer"
+    assert entry["logger"] == "faust.worker"
