@@ -7,6 +7,7 @@ subject's ciphertexts, backups included, undecryptable), then the ciphertexts th
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Iterator, Mapping
@@ -103,7 +104,10 @@ class RotationReport:
 
 
 def _as_vector(vector: ArrayLike) -> NDArray[np.float32]:
-    array = np.asarray(vector, dtype=np.float32)
+    try:
+        array = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise VaultError(f"a faceprint is a vector of numbers: {exc}") from None
     if array.ndim != 1 or array.shape[0] == 0:
         raise VaultError(f"a faceprint is a non-empty 1-D vector, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
@@ -157,6 +161,9 @@ class FaceprintVault:
         if wrapped is None:
             if not create:
                 return None
+            # Ciphertexts without a key are leftovers of an interrupted erasure: shredded already,
+            # and in the way of the subject's new faceprints.
+            self._blobs.delete_subject(subject_id)
             master = self._keyring.current
             fresh = WrappedKey(
                 subject_id, master.key_id, wrap_data_key(master, subject_id, new_data_key()), utcnow()
@@ -179,6 +186,10 @@ class FaceprintVault:
         """Encrypt and store one reference faceprint (replacing the same record id)."""
         if not subject_id.strip():
             raise VaultError("blank subject_id")
+        try:  # before a data key is made for a subject whose faceprint cannot be stored
+            json.dumps(dict(meta or {}), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise VaultError(f"faceprint metadata is not plain JSON: {exc}") from exc
         faceprint = Faceprint(
             subject_id=subject_id,
             record_id=record_id or faceprint_id(subject_id, reference, model_version),
@@ -189,16 +200,13 @@ class FaceprintVault:
         )
         data_key = self._data_key(subject_id, create=True)
         assert data_key is not None
-        try:
-            ciphertext = seal_faceprint(
-                data_key,
-                subject_id,
-                faceprint.record_id,
-                model_version,
-                FaceprintPayload(faceprint.vector, reference, faceprint.meta),
-            )
-        except (TypeError, ValueError) as exc:  # meta that JSON cannot carry
-            raise VaultError(f"faceprint metadata is not plain JSON: {exc}") from exc
+        ciphertext = seal_faceprint(
+            data_key,
+            subject_id,
+            faceprint.record_id,
+            model_version,
+            FaceprintPayload(faceprint.vector, reference, faceprint.meta),
+        )
         self._blobs.put(
             SealedFaceprint(subject_id, faceprint.record_id, model_version, ciphertext, faceprint.created_at)
         )
