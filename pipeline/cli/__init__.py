@@ -16,9 +16,9 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported here so that `facegate --help` stays the one place that lists them all.
-    from . import stack
+    from . import stack, worker
 
-    for module in (stack,):
+    for module in (stack, worker):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -101,7 +101,16 @@ class GalleryChange(Record):
     changed_at: datetime
 
 
+@dataclass(frozen=True)
+class ConsentReview(Record):
+    SCHEMA_NAME: ClassVar[str] = "facegate.internal.ConsentReview"
+    subject_id: str
+    reason: str
+    requested_at: datetime
+
+
 INTERNAL_RECORDS: tuple[type[Record], ...] = (
+    ConsentReview,
     FaceObservations,
     MatchCandidate,
     SubjectDecision,

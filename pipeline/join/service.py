@@ -38,6 +38,7 @@ from ..contract import (
     SubjectPurged,
 )
 from ..contract.internal import (
+    ConsentReview,
     ErasureRequest,
     GalleryAction,
     GalleryChange,
@@ -66,9 +67,9 @@ class InvalidConsent(PermanentError):
 
 
 class ReferenceFaces(Protocol):
-    """Embeddings of the faces in one reference photo (the enrollment's view of inference)."""
+    """Embeddings of the faces in one reference photo, and the model version that computed them."""
 
-    async def __call__(self, bucket: str, key: str) -> list[np.ndarray]: ...
+    async def __call__(self, bucket: str, key: str) -> tuple[list[np.ndarray], str]: ...
 
 
 @dataclass
@@ -87,14 +88,12 @@ class ConsentJoin:
         vault: FaceprintVault,
         gallery: GalleryIndex,
         reference_faces: ReferenceFaces,
-        model_version: Callable[[], str],
     ) -> None:
         self.settings = settings
         self.topics = settings.kafka
         self.vault = vault
         self.gallery = gallery
         self.reference_faces = reference_faces
-        self.model_version = model_version
         self.amber_window = timedelta(days=settings.privacy.amber_window_days)
 
     def decide(self, state: SubjectRecord, now: datetime) -> policy.Decision:
@@ -112,6 +111,8 @@ class ConsentJoin:
                 await self.on_erasure(state, message, fx)
             case RevocationApplied():
                 await self.on_revocation_applied(state, message, fx)
+            case ConsentReview():
+                await self.on_review(state, message, fx)
             case _:
                 raise PermanentError(f"{type(message).__name__} does not belong on the join's input")
 
@@ -166,6 +167,16 @@ class ConsentJoin:
                 ),
             )
 
+    async def on_review(self, state: SubjectRecord, review: ConsentReview, fx: Effects) -> None:
+        """The expiry timer saw the consent enter the AMBER window: tags that name them go AMBER."""
+        if state.consent is None or state.consent.expiry_warned_at is not None:
+            return
+        state.consent = policy.mark_expiry_warned(state.consent, fx.now)
+        await fx.audit(
+            AuditAction.EXPIRY_WARNED, subject_id=state.subject_id, detail={"reason": review.reason}
+        )
+        await self.redecide_named(state, fx)
+
     # --- enrollment ---------------------------------------------------------------------------
 
     async def on_enrollment(self, state: SubjectRecord, enrollment: SubjectEnrollment, fx: Effects) -> None:
@@ -179,12 +190,12 @@ class ConsentJoin:
                 detail={"event_id": enrollment.event_id, "reason": decision.reason},
             )
             return
-        model_version = self.model_version()
+        model_version = ""
         stored, refused = 0, []
         for ref in enrollment.references:
             reference = f"{ref.bucket}/{ref.object_key}"
             try:
-                embeddings = await self.reference_faces(ref.bucket, ref.object_key)
+                embeddings, model_version = await self.reference_faces(ref.bucket, ref.object_key)
             except PermanentError as exc:
                 refused.append({"reference": reference, "reason": f"{type(exc).__name__}: {exc}"})
                 continue

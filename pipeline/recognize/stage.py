@@ -106,11 +106,11 @@ class RecognizeStage:
             frame_time_ms=asset.frame_time_ms,
         )
 
-    async def reference_faces(self, bucket: str, key: str) -> list[np.ndarray]:
+    async def reference_faces(self, bucket: str, key: str) -> tuple[list[np.ndarray], str]:
         """Embeddings of every face in an enrollment reference photo (the join keeps one)."""
         data = await until_done(lambda: self.store.read(bucket, key), stage="fetch")
         result = await self.analyze(data, f"{bucket}/{key}")
-        return [f.embedding for f in select_faces(result, self.limits)]
+        return [f.embedding for f in select_faces(result, self.limits)], result.model_version
 
 
 def is_video(asset: AssetUploaded) -> bool:
