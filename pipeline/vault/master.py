@@ -98,10 +98,13 @@ def _read_key_file(path: Path) -> MasterKey:
 
 def _create_key_file(path: Path) -> MasterKey:
     """Write a new key with mode 0600, atomically: two processes racing end up with one key."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = MasterKey.generate()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise MasterKeyError(f"cannot generate a master key into {path.parent}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write(key.to_base64() + "\n")

@@ -9,6 +9,7 @@ snapshots) no file-level measure reaches: that is what the master key wrap is fo
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -35,6 +36,8 @@ class _Database:
 
     def __init__(self, path: Path, schema: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Created 0600 before SQLite opens it: SQLite gives the -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self.path = path
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(
@@ -45,7 +48,6 @@ class _Database:
         self._conn.execute("PRAGMA secure_delete=ON")
         with self._lock:
             self._conn.executescript(schema)
-        path.chmod(0o600)
 
     def execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
         with self._lock:

@@ -126,6 +126,14 @@ def test_nothing_readable_is_left_in_the_files(vault: FaceprintVault, tmp_path: 
     assert b"S-1" in blobs  # the pseudonymous id is the row key
 
 
+def test_the_vault_files_are_private(vault: FaceprintVault, tmp_path: Path) -> None:
+    enroll(vault, "S-1", 1)
+    files = sorted((tmp_path / "vault").iterdir())
+    assert {f.name for f in files} >= {"keys.db", "keys.db-wal", "faceprints.db", "faceprints.db-wal"}
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
+    assert stat.S_IMODE((tmp_path / "vault").stat().st_mode) == 0o700
+
+
 def test_unknown_subjects_have_nothing(vault: FaceprintVault) -> None:
     assert vault.faceprints("nobody") == []
     assert not vault.has_subject("nobody")
@@ -401,6 +409,12 @@ def test_a_missing_master_key_is_generated_with_0600_and_announced(
     again = load_master_keyring(PrivacySettings(), vault_dir)
     assert again.current.key_id == ring.current.key_id and again.source.startswith("file")
     assert [p.name for p in vault_dir.iterdir()] == ["master.key"]  # no temp file left behind
+
+
+def test_an_unusable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file where the data dir should be")
+    with pytest.raises(MasterKeyError, match="cannot generate a master key"):
+        load_master_keyring(PrivacySettings(), tmp_path / "data" / "vault")
 
 
 def test_a_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
