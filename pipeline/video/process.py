@@ -15,6 +15,8 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from pipeline.inference import FaceAnalyzer, FacesResult
+
 from .sampler import SampledFrame
 from .tracks import FrameFace, Track, TrackBuilder, TrackerConfig
 
@@ -133,6 +135,39 @@ async def track_video_async(
             pending.exception()  # retrieved: the error that matters is the one propagating
         _close(frames)
     return run.done()
+
+
+def frame_faces(result: FacesResult) -> list[FrameFace]:
+    """The faces of one frame as the tracker takes them."""
+    return [
+        FrameFace(bbox=(f.box.x, f.box.y, f.box.w, f.box.h), det_score=f.det_score, embedding=f.embedding)
+        for f in result.faces
+    ]
+
+
+class BatchAnalyzer:
+    """An ``AnalyzeAsync`` over a FaceAnalyzer (TritonFaceClient): one concurrent request per
+    frame, so Triton's dynamic batcher forms the batch; the first failure cancels the rest.
+    ``model_version`` is that of the last answer, for the AssetFaces record."""
+
+    def __init__(self, analyzer: FaceAnalyzer, request_id: str = "") -> None:
+        self._analyzer = analyzer
+        self._request_id = request_id
+        self.model_version: str | None = None
+
+    async def __call__(self, images: Sequence[bytes]) -> list[list[FrameFace]]:
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self._analyzer.analyze(image, request_id=self._request_id))
+                    for image in images
+                ]
+        except ExceptionGroup as failed:  # the stage's error handling expects the error itself
+            raise failed.exceptions[0] from None
+        results = [task.result() for task in tasks]
+        if results:
+            self.model_version = results[-1].model_version
+        return [frame_faces(result) for result in results]
 
 
 def _close(frames: Iterable[SampledFrame]) -> None:

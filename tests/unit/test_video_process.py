@@ -12,8 +12,9 @@ from collections.abc import Generator, Iterator, Sequence
 import numpy as np
 import pytest
 
+from pipeline.inference import BadImage, Box, DetectedFace, FaceQuality, FacesResult
 from pipeline.video.errors import Truncated
-from pipeline.video.process import track_video, track_video_async
+from pipeline.video.process import BatchAnalyzer, track_video, track_video_async
 from pipeline.video.sampler import SampledFrame
 from pipeline.video.tracks import FrameFace
 
@@ -143,3 +144,50 @@ def test_event_loop_variant_propagates_errors_and_closes() -> None:
     with pytest.raises(RuntimeError):
         asyncio.run(track_video_async("v", source, broken, batch_size=4))
     assert source.closed and source.produced <= 8
+
+
+class Analyzer:
+    """A FaceAnalyzer stand-in: one face per image whose box encodes the image; b"bad" is refused."""
+
+    def __init__(self) -> None:
+        self.started: list[bytes] = []
+        self.cancelled = 0
+
+    async def analyze(self, image: bytes, *, request_id: str = "") -> FacesResult:
+        self.started.append(image)
+        if image == b"bad":
+            raise BadImage("not an image")
+        try:
+            await asyncio.sleep(0.05 if image == b"slow" else 0)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        face = DetectedFace(
+            box=Box(float(len(image)), 2.0, 30.0, 40.0),
+            landmarks=np.zeros((5, 2), np.float32),
+            det_score=0.9,
+            embedding=IDENTITY,
+            quality=FaceQuality(face_px=30.0, sharpness=100.0),
+        )
+        return FacesResult(width=64, height=36, faces=(face,), model_version=f"m:{request_id}")
+
+    async def close(self) -> None:
+        return None
+
+
+def test_batch_analyzer_sends_every_frame_and_keeps_the_order() -> None:
+    analyzer = BatchAnalyzer(Analyzer(), request_id="vid")
+    faces = asyncio.run(analyzer([b"a", b"bb", b"ccc"]))
+    assert [[f.bbox for f in frame] for frame in faces] == [
+        [(1.0, 2.0, 30.0, 40.0)],
+        [(2.0, 2.0, 30.0, 40.0)],
+        [(3.0, 2.0, 30.0, 40.0)],
+    ]
+    assert analyzer.model_version == "m:vid"
+
+
+def test_batch_analyzer_raises_the_error_itself_and_cancels_the_rest() -> None:
+    inner = Analyzer()
+    with pytest.raises(BadImage):
+        asyncio.run(BatchAnalyzer(inner)([b"slow", b"bad", b"slow"]))
+    assert inner.cancelled == 2
