@@ -111,7 +111,8 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"over pixel limit: {exc}") from None
+        # Pillow's own bomb check (2 x Image.MAX_IMAGE_PIXELS) fired before ours could.
+        raise ImageError(f"over pixel limit of {max_pixels} pixels: {exc}") from None
     except UnidentifiedImageError:
         raise ImageError(f"not an image: format not recognised ({len(data)} bytes)") from None
     except (OSError, SyntaxError, ValueError) as exc:
