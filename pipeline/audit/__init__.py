@@ -6,6 +6,7 @@ record = chain.append(AuditAction.PURGED, subject_id=sid, detail={"faceprints_de
 report = verify(records)   # report.ok, report.problems, report.describe()
 """
 
+from . import details
 from .actions import AuditAction
 from .chain import GENESIS, AuditChain, ChainHead, canonical_bytes, detail_json, record_hash
 from .guard import MAX_NUMBERS, BiometricDataError, check_no_biometrics
@@ -26,6 +27,7 @@ __all__ = [
     "canonical_bytes",
     "check_no_biometrics",
     "detail_json",
+    "details",
     "record_hash",
     "verify",
 ]

@@ -23,10 +23,21 @@ from pipeline.audit import (
     ProblemKind,
     by_chain_seq,
     check_no_biometrics,
+    details,
     record_hash,
     verify,
 )
-from pipeline.contract import AuditRecord
+from pipeline.consent.policy import Decision
+from pipeline.contract import (
+    AuditRecord,
+    ConsentAction,
+    ConsentChange,
+    FaceStatus,
+    LegalBasis,
+    PurgeReason,
+    SubjectPurged,
+)
+from pipeline.contract.avro import SCHEMA_DIR, Schema
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -374,3 +385,58 @@ def test_guard_allows_decisions_counts_boxes_and_landmarks() -> None:
 def test_guard_refuses_any_embedding_sized_list(values: list[float]) -> None:
     with pytest.raises(BiometricDataError):
         check_no_biometrics({"anything": values})
+
+
+# --- details and compatibility ---------------------------------------------------------------
+
+
+def test_standard_details_pass_the_guard_and_round_trip() -> None:
+    change = ConsentChange(
+        event_id="ev-1",
+        subject_id="S-1",
+        action=ConsentAction.GRANTED,
+        legal_basis=LegalBasis.EXPLICIT_CONSENT,
+        scopes=["editorial", "archive"],
+        valid_from=T0,
+        valid_until=None,
+        evidence_uri="s3://legal/quitclaims/S-1.pdf",
+        recorded_at=T0,
+        recorded_by="officer",
+    )
+    purge = SubjectPurged(
+        event_id="ev-2",
+        subject_id="S-1",
+        reason=PurgeReason.WITHDRAWN,
+        asset_ids=[f"assets/{i}.jpg" for i in range(40)],
+        faceprints_deleted=3,
+        key_destroyed=True,
+        purged_at=T0,
+    )
+    decision = Decision(FaceStatus.AMBER, "scope_limited:editorial", ("editorial",))
+    built = [
+        (AuditAction.CONSENT_CHANGED, details.consent_changed(change)),
+        (
+            AuditAction.CONSENT_REJECTED,
+            details.consent_rejected(["blank subject_id"], source="facegate.consent/0@7"),
+        ),
+        (
+            AuditAction.MATCH_DECIDED,
+            details.match_decided(decision, face_id="f-1", similarity=0.42, model_version="m1"),
+        ),
+        (AuditAction.PURGED, details.purged(purge)),
+    ]
+    chain = AuditChain()
+    records = [chain.append(action, subject_id="S-1", detail=detail, at=T0) for action, detail in built]
+    assert [json.loads(r.detail) for r in records] == [json.loads(json.dumps(d)) for _, d in built]
+    assert json.loads(records[0].detail)["legal_basis"] == "EXPLICIT_CONSENT"
+    assert json.loads(records[2].detail)["status"] == "AMBER"
+    assert json.loads(records[3].detail)["faceprints_deleted"] == 3
+    assert verify(records).ok
+
+
+def test_records_written_before_the_chain_field_still_decode_into_main() -> None:
+    v1 = Schema.from_json(json.loads((SCHEMA_DIR / "history" / "AuditRecord.v1.avsc").read_text()))
+    record = make_chain(1)[0]
+    old_bytes = v1.encode({k: v for k, v in record.to_avro().items() if k != "chain"})
+    decoded = AuditRecord.from_bytes(old_bytes)
+    assert decoded.chain == "main" and decoded == record
