@@ -2,7 +2,8 @@
 
     facegate.assets ─> recognize ──> facegate.asset-events (FaceObservations, key asset_id)
                                 └──> facegate.subject-events (MatchCandidate, key subject_id)
-    facegate.consent + facegate.enrollments + facegate.subject-events ─> join (table: subjects)
+    facegate.consent + facegate.enrollments ─> admit ──> facegate.subject-events (re-keyed)
+    facegate.subject-events ─> join (table: subjects)
                     ──> facegate.asset-events (SubjectDecision), facegate.gallery, facegate.audit,
                         facegate.purges
     facegate.asset-events ─> assemble (table: assets) ──> facegate.tags
@@ -101,13 +102,12 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
     by_name = {t.get_topic_name(): t for t in (tags_topic, audit_topic, asset_events, subject_events)}
     for extra in (k.topic_purges, k.topic_gallery):
         by_name[extra] = topic(extra)
-    join_input = app.topic(
-        k.topic_consent,
-        k.topic_enrollments,
-        k.topic_subject_events,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=k.partitions,
+    # Consent changes and enrollments come from other systems, whose producers may partition by
+    # another hash than faust's (librdkafka's default is CRC32, Kafka's Java client murmur2).
+    # The admit agent re-keys them onto subject-events, so that everything about one subject is
+    # in one partition, in order, whatever produced it.
+    external_subject_input = app.topic(
+        k.topic_consent, k.topic_enrollments, key_type=bytes, value_type=bytes, partitions=k.partitions
     )
 
     subjects = app.Table("subjects", default=None, partitions=k.partitions)
@@ -123,13 +123,14 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
 
     async def dead_letter(event: faust.EventT, exc: BaseException, stage: str) -> None:
         message = event.message
+        origin = _origin(event)
         headers = {
             "error_class": type(exc).__name__,
             "error_message": str(exc)[:2000],
             "stage": stage,
-            "source_topic": message.topic,
-            "source_partition": str(message.partition),
-            "source_offset": str(message.offset),
+            "source_topic": origin.get("origin_topic", message.topic),
+            "source_partition": origin.get("origin_partition", str(message.partition)),
+            "source_offset": origin.get("origin_offset", str(message.offset)),
         }
         await dlq_topic.send(
             key=event.key or b"",
@@ -223,7 +224,30 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
 
         return audit
 
-    @app.agent(join_input, name="join")
+    @app.agent(external_subject_input, name="admit")
+    async def admit(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            message = event.message
+            subject_id = _text(event.key)
+            try:
+                record = decode(event.value)
+                if not subject_id or getattr(record, "subject_id", None) != subject_id:
+                    raise ContractError(f"key {subject_id!r} is not the record's subject_id")
+            except ContractError as exc:
+                if message.topic == k.topic_consent:
+                    exc = ContractError(policy.contract_error_reason(exc))
+                await dead_letter(event, exc, "admit")
+                continue
+            origin = {
+                "origin_topic": message.topic,
+                "origin_partition": str(message.partition),
+                "origin_offset": str(message.offset),
+            }
+            await subject_events.send(
+                key=event.key, value=event.value, headers={h: v.encode() for h, v in origin.items()}
+            )
+
+    @app.agent(subject_events, name="join")
     async def join(stream: faust.StreamT) -> None:
         async for event in stream.events():
             partition = event.message.partition
@@ -233,8 +257,6 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
                 if getattr(record, "subject_id", None) != subject_id:
                     raise ContractError(f"key {subject_id!r} is not the record's subject_id")
             except ContractError as exc:
-                if event.message.topic == k.topic_consent:
-                    exc = ContractError(policy.contract_error_reason(exc))
                 await dead_letter(event, exc, "join")
                 continue
             saved = subjects.get(subject_id)
@@ -334,6 +356,17 @@ def _sender(send: Any) -> Any:
         await send(topic_name, key, record)
 
     return plain
+
+
+def _origin(event: faust.EventT) -> dict[str, str]:
+    """Where a record forwarded by the admit agent first arrived (for dead-letter headers)."""
+    headers = event.headers or {}
+    items = headers.items() if isinstance(headers, dict) else headers
+    return {
+        str(name): value.decode() if isinstance(value, bytes) else str(value)
+        for name, value in items
+        if str(name).startswith("origin_")
+    }
 
 
 def _subject_count(table: Any) -> int:
