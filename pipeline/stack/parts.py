@@ -627,7 +627,7 @@ class WorkerPart(Part):
 
 # The pipeline workers `facegate up` starts after the infrastructure, one line each, e.g.
 #     WorkerPart("worker", ("worker",)),
-WORKERS: tuple[WorkerPart, ...] = ()
+WORKERS: tuple[WorkerPart, ...] = (WorkerPart("worker", ("worker", "--name", "worker-1")),)
 
 # Start order; a part starts once the parts it needs are ready. Stopped in reverse.
 INFRASTRUCTURE: tuple[Part, ...] = (KafkaPart(), TritonPart(), QdrantPart(), BridgePart(), SeaweedPart())
