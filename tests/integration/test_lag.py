@@ -35,7 +35,7 @@ def test_lag_follows_the_groups_commits(stack: Any) -> None:
     try:
         # Nothing committed yet: every retained record is lag.
         assert monitor.poll_once() == {(topic, 0): 5, (topic, 1): 5}
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        consumer = Consumer(stack.kafka_config(**{"group.id": group, "enable.auto.commit": False}))
         consumer.commit(
             offsets=[TopicPartition(topic, 0, 3), TopicPartition(topic, 1, 5)], asynchronous=False
         )

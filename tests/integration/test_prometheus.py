@@ -90,13 +90,18 @@ def _free_port() -> int:
 
 
 def _wait_for(
-    what: str, condition: Callable[[], bool], timeout_s: float = WAIT_S, log: Path | None = None
+    what: str,
+    condition: Callable[[], bool],
+    timeout_s: float = WAIT_S,
+    log: Path | None = None,
+    detail: Callable[[], object] | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
             tail = "\n".join(log.read_text().splitlines()[-20:]) if log and log.exists() else ""
-            pytest.fail(f"{what}: not within {timeout_s:.0f} s\n{tail}")
+            state = f" ({detail()})" if detail else ""
+            pytest.fail(f"{what}: not within {timeout_s:.0f} s{state}\n{tail}")
         time.sleep(0.5)
 
 
@@ -206,6 +211,9 @@ EXPECTED_INCREASES = {
 
 @pytest.fixture(scope="module")
 def pushed(stack: Any, prometheus: Prometheus) -> Pushed:
+    stack.require_model()
+    workers = set(stack.metrics) - set(JOB_OF_PART) - {"bridge"}
+    assert workers, f"the stack runs no pipeline worker, only {sorted(stack.metrics)}"
     _wait_for("every scrape target up", lambda: _targets_up(prometheus), timeout_s=60, log=prometheus.log)
     baseline = {name: prometheus.value(expr) for name, expr in EXPECTED_INCREASES.items()}
 
@@ -214,7 +222,7 @@ def pushed(stack: Any, prometheus: Prometheus) -> Pushed:
     photos += [PHOTOS / "distractors" / "grace_hopper.jpg"]
     missing = [p for p in photos if not p.is_file()]
     assert not missing, f"test photos missing (run `make data`): {missing}"
-    client = Minio(stack.s3_endpoint, stack.access_key, stack.secret_key, secure=stack.s3_secure)
+    client: Minio = stack.s3()
     prefix = f"observe-{uuid.uuid4().hex[:8]}"
     for photo in photos:
         client.fput_object(stack.bucket, f"{prefix}/{photo.name}", str(photo), content_type="image/jpeg")
@@ -229,13 +237,14 @@ def pushed(stack: Any, prometheus: Prometheus) -> Pushed:
     )
     pushed = Pushed(images=len(photos), bad=1, baseline=baseline)
 
-    def increase(name: str) -> float:
-        return prometheus.value(EXPECTED_INCREASES[name]) - baseline[name]
+    def increases() -> dict[str, float]:
+        return {name: prometheus.value(expr) - baseline[name] for name, expr in EXPECTED_INCREASES.items()}
 
     _wait_for(
         "upload->tag observations for every photo",
-        lambda: increase("tagged") >= pushed.images and increase("dlq") >= pushed.bad,
+        lambda: increases()["tagged"] >= pushed.images and increases()["dlq"] >= pushed.bad,
         log=prometheus.log,
+        detail=increases,
     )
     return pushed
 
