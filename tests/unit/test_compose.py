@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from compose_spec import PyCompose
 from pydantic import BaseModel, SecretStr
 
 from pipeline.settings import Settings
@@ -120,6 +121,13 @@ def _resolves(host: str) -> set[str]:
     services = _names_on_network().get(host, set())
     assert services, f"{host!r} is not a service, hostname or alias on the compose network"
     return services
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    # The Rust compose_spec parser refuses unknown keys, bad enum values and malformed durations.
+    # YAML merge keys (<<) are resolved first, as Docker Compose does.
+    parsed = PyCompose.from_json(json.dumps(yaml.safe_load(COMPOSE_FILE.read_text())))
+    assert set(parsed.service_names()) == set(SERVICES)
 
 
 def test_the_production_services_exist() -> None:
