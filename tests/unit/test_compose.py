@@ -290,6 +290,11 @@ def test_worker_reaches_triton_in_both_profiles() -> None:
     (device,) = SERVICES["triton"]["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert "deploy" not in SERVICES["triton-cpu"]
+    assert SERVICES["triton"]["build"].get("args", {}).get("DEVICE", "gpu") == "gpu"
+    assert SERVICES["triton-cpu"]["build"]["args"]["DEVICE"] == "cpu"
+    assert re.search(
+        r"^ARG DEVICE=gpu$", (ROOT / SERVICES["triton"]["build"]["dockerfile"]).read_text(), re.M
+    )
     for service in answering:
         assert SERVICES["worker"]["depends_on"][service]["required"] is False
 
