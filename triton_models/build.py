@@ -221,11 +221,12 @@ def ensure_compiler() -> str:
     compiler = shutil.which("g++")
     if compiler:
         return compiler
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise BuildError("g++ is missing; install it (Debian: `sudo apt-get install g++`) and run again")
-    log("g++ missing: apt-get install g++")
+    log("g++ missing: apt-get install g++ libc6-dev")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "g++"]):
+    # libc6-dev is only a recommendation of g++; images that skip recommendations lack it.
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "g++", "libc6-dev"]):
         if subprocess.run(command, env=env).returncode != 0:
             raise BuildError(f"`{' '.join(command)}` failed")
     compiler = shutil.which("g++")
