@@ -47,6 +47,7 @@ class S3Settings(_Section):
     access_key: str = "facegate"
     secret_key: SecretStr = SecretStr("facegate-dev-secret")
     bucket: str = "assets"
+    enrollment_bucket: str = "enrollments"  # reference photos of subjects; never an asset
     prefix: str = ""  # only keys under this prefix are assets
 
 
@@ -114,6 +115,7 @@ class StackSettings(_Section):
     triton_metrics_port: int = Field(default=0, ge=0, le=65535)
     start_timeout_s: float = Field(default=30.0, gt=0)
     stop_timeout_s: float = Field(default=10.0, gt=0)
+    workers: bool = True  # start the pipeline workers too; False: infrastructure only
 
 
 class Settings(BaseSettings):

@@ -16,9 +16,9 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported here so that `facegate --help` stays the one place that lists them all.
-    from . import stack, worker
+    from . import access, ingest, privacy, stack, tail, worker
 
-    for module in (stack, worker):
+    for module in (stack, worker, ingest, tail, privacy, access):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -1,0 +1,370 @@
+"""The privacy officer's commands: consent, enrollment, erasure, right of access, audit.
+
+They produce events; the worker acts on them (and validates them again: an invalid event from
+any producer is dead-lettered there). ``--wait`` follows the worker's answer on its topic.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from minio import Minio
+from minio.error import S3Error
+from urllib3.exceptions import HTTPError
+
+from ..audit import AuditAction
+from ..consent import policy
+from ..contract import (
+    AuditRecord,
+    ConsentAction,
+    ConsentChange,
+    LegalBasis,
+    ObjectRef,
+    PurgeReason,
+    Record,
+    SubjectEnrollment,
+    SubjectPurged,
+    utcnow,
+)
+from ..contract.internal import ErasureRequest
+from ..errors import FacegateError, StackError
+from ..kafka.io import end_offsets, read_all, read_topic
+from ..settings import Settings
+from . import render
+from .common import When, bootstrap, connected_settings, operator, producer, s3_client
+from .history import ConsentView, audit_detail, consent_view, purges_of
+from .ingest import media_type
+
+R = TypeVar("R", bound=Record)
+_BASES = {b.value.lower(): b for b in LegalBasis}
+
+
+def check_subject_id(subject_id: str) -> str:
+    """Subject ids are pseudonyms used as Kafka keys and object key prefixes."""
+    value = subject_id.strip()
+    if not value or "/" in value or any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise click.BadParameter(f"{subject_id!r}: a subject id is non-blank, without spaces or '/'")
+    return value
+
+
+def _subject_arg(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    return check_subject_id(value)
+
+
+subject_argument = click.argument("subject", callback=_subject_arg)
+by_option = click.option("--by", "by", default=None, help="Who records this (default: your login name).")
+
+
+def _send(settings: Settings, topic: str, key: str, record: Record) -> None:
+    out = producer(settings)
+    out.check(topic)
+    out.send(topic, key, record.to_bytes())
+    out.flush()
+
+
+def _consent(settings: Settings, subject: str) -> ConsentView:
+    server = bootstrap(settings)
+    messages = read_all(server, settings.kafka.topic_consent)
+    purges = [m for m in read_all(server, settings.kafka.topic_purges) if m.key == subject]
+    return consent_view(subject, messages, settings.privacy, utcnow(), purges_of(subject, purges))
+
+
+def _await(
+    settings: Settings, topic: str, start: dict[int, int], timeout_s: float, matches: Callable[[Record], bool]
+) -> Record | None:
+    """The first record after ``start`` on ``topic`` that ``matches``, or None after ``timeout_s``."""
+    for message in read_topic(bootstrap(settings), topic, start=start, follow=True, timeout_s=timeout_s):
+        record, _ = render.try_decode(message.value)
+        if record is not None and matches(record):
+            return record
+    return None
+
+
+def _remove_references(settings: Settings, subject: str) -> int:
+    """Delete the subject's reference photos from the enrollment bucket; how many there were."""
+    client = s3_client(settings)
+    bucket = settings.s3.enrollment_bucket
+    try:
+        if not client.bucket_exists(bucket):
+            return 0
+        names = [o.object_name for o in client.list_objects(bucket, prefix=f"{subject}/", recursive=True)]
+        for name in names:
+            if name:
+                client.remove_object(bucket, name)
+    except (S3Error, HTTPError, OSError) as exc:
+        raise StackError(
+            f"s3: could not delete the reference photos of {subject} from {bucket} ({exc})"
+        ) from None
+    return len(names)
+
+
+# --- consent ---------------------------------------------------------------------------------
+
+
+@click.group("consent")
+def consent_group() -> None:
+    """Grant, withdraw and inspect a subject's consent (facegate.consent, keyed by subject)."""
+
+
+@consent_group.command("grant")
+@subject_argument
+@click.option(
+    "--basis",
+    required=True,
+    type=click.Choice(sorted(_BASES), case_sensitive=False),
+    help="The Art. 9 legal basis.",
+)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    help="A use the consent covers (repeat: --scope editorial --scope archive).",
+)
+@click.option(
+    "--evidence", default=None, help="URI of the signed consent / quitclaim (required for explicit_consent)."
+)
+@click.option("--from", "valid_from", type=When(), default=None, help="Valid from this date (default: now).")
+@click.option(
+    "--until", "valid_until", type=When(), default=None, help="Valid until this date (default: open-ended)."
+)
+@by_option
+def consent_grant(
+    subject: str,
+    basis: str,
+    scopes: tuple[str, ...],
+    evidence: str | None,
+    valid_from: datetime | None,
+    valid_until: datetime | None,
+    by: str | None,
+) -> None:
+    """Record that SUBJECT may be named: a GRANTED consent change.
+
+    Checked here as the worker will check it; an invalid grant is refused and nothing is sent.
+
+    \b
+      facegate consent grant S-1042 --basis explicit_consent --scope editorial \\
+          --scope archive --evidence s3://quitclaims/S-1042.pdf --until 2027-12-31
+    """
+    settings = connected_settings(kafka=True)
+    now = utcnow()
+    change = ConsentChange(
+        event_id=str(uuid.uuid4()),
+        subject_id=subject,
+        action=ConsentAction.GRANTED,
+        legal_basis=_BASES[basis.lower()],
+        scopes=list(policy.normalise_scopes(scopes)),
+        valid_from=valid_from or now,
+        valid_until=valid_until,
+        evidence_uri=(evidence or "").strip() or None,
+        recorded_at=now,
+        recorded_by=by or operator(),
+    )
+    reasons = policy.validate(change)
+    if reasons:
+        raise click.ClickException(f"consent not sent: {'; '.join(reasons)}")
+    _send(settings, settings.kafka.topic_consent, subject, change)
+    click.echo(f"sent: {render.consent_text(change)[0]}")
+
+
+@consent_group.command("withdraw")
+@subject_argument
+@by_option
+def consent_withdraw(subject: str, by: str | None) -> None:
+    """Withdraw SUBJECT's consent: the worker purges their faceprints and untags every asset.
+
+    The basis and scopes are taken from the current consent. The subject's reference photos
+    are deleted from the enrollment bucket at once. Follow the erasure receipt with
+    `facegate tail purges --follow`.
+    """
+    settings = connected_settings(kafka=True, s3=True)
+    view = _consent(settings, subject)
+    state = view.state
+    if state is None or not view.active:
+        raise click.ClickException(f"{subject} has {_no_consent(view)}; nothing to withdraw")
+    now = utcnow()
+    change = ConsentChange(
+        event_id=str(uuid.uuid4()),
+        subject_id=subject,
+        action=ConsentAction.WITHDRAWN,
+        legal_basis=state.basis,
+        scopes=list(state.scopes),
+        valid_from=state.valid_from,
+        valid_until=state.valid_until,
+        evidence_uri=state.evidence_uri,
+        recorded_at=now,
+        recorded_by=by or operator(),
+    )
+    _send(settings, settings.kafka.topic_consent, subject, change)
+    click.echo(f"sent: {render.consent_text(change)[0]}")
+    removed = _remove_references(settings, subject)
+    click.echo(f"deleted {removed} reference photo(s) of {subject} from {settings.s3.enrollment_bucket}")
+
+
+def _no_consent(view: ConsentView) -> str:
+    if view.erased is not None:
+        return f"no consent (erased at {render.when(view.erased.purged_at)})"
+    if view.state is not None and view.state.withdrawn:
+        return f"no consent (withdrawn at {render.when(view.state.withdrawn_at)})"
+    return "no consent"
+
+
+def consent_lines(view: ConsentView) -> list[str]:
+    lines = [f"consent history of {view.subject_id} (oldest first):"]
+    lines += [f"  {render.consent_text(c)[0]}" for c in view.history] or ["  (none)"]
+    lines += [f"  rejected {c.event_id}: {'; '.join(r)}" for c, r in view.rejected]
+    lines += [f"  skipped record at {s.partition}/{s.offset}: {s.reason}" for s in view.skipped]
+    state = view.state
+    if state is None or not view.active:
+        lines.append(f"current: {_no_consent(view)}")
+    else:
+        until = render.when(state.valid_until) if state.valid_until else "open-ended"
+        lines.append(
+            f"current: {state.basis.value} scopes {','.join(state.scopes) or '-'} "
+            f"valid {render.when(state.valid_from)} .. {until} evidence {state.evidence_uri or '-'}"
+        )
+    if view.decision is not None:
+        d = view.decision
+        lines.append(f"a face matched now: {d.status.value} ({d.reason})")
+    return lines
+
+
+@consent_group.command("show")
+@subject_argument
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: history, state, decision.")
+def consent_show(subject: str, as_json: bool) -> None:
+    """SUBJECT's consent history, current consent and what a matched face would get now."""
+    settings = connected_settings(kafka=True)
+    view = _consent(settings, subject)
+    if as_json:
+        click.echo(render.dumps(view.to_json()))
+        return
+    for line in consent_lines(view):
+        click.echo(line)
+
+
+# --- enrollment and erasure ------------------------------------------------------------------
+
+
+def _upload_references(client: Minio, bucket: str, subject: str, photos: tuple[Path, ...]) -> list[ObjectRef]:
+    try:
+        if not client.bucket_exists(bucket):
+            client.make_bucket(bucket)
+        refs = []
+        for photo in photos:
+            with photo.open("rb") as f:
+                content_type = media_type(photo, f.read(32)) or ""
+                if not content_type.startswith("image/"):
+                    raise click.BadParameter(f"{photo} is not an image", param_hint="PHOTO")
+                f.seek(0)
+                key = f"{subject}/{photo.name}"
+                client.put_object(bucket, key, f, length=photo.stat().st_size, content_type=content_type)
+            refs.append(ObjectRef(bucket, key))
+    except (S3Error, HTTPError, OSError) as exc:
+        raise StackError(f"s3: could not upload the reference photos to {bucket} ({exc})") from None
+    return refs
+
+
+def _is_enrollment_answer(subject: str, event_id: str) -> Callable[[Record], bool]:
+    answers = {AuditAction.ENROLLED.value, AuditAction.ENROLLMENT_REFUSED.value}
+
+    def matches(record: Record) -> bool:
+        return (
+            isinstance(record, AuditRecord)
+            and record.subject_id == subject
+            and record.action in answers
+            and audit_detail(record).get("event_id") == event_id
+        )
+
+    return matches
+
+
+wait_timeout = click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120.0,
+    show_default=True,
+    help="How long --wait waits, in seconds.",
+)
+
+
+@click.command("enroll")
+@subject_argument
+@click.argument(
+    "photos", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--wait", is_flag=True, help="Wait for the worker's ENROLLED / ENROLLMENT_REFUSED audit record."
+)
+@wait_timeout
+@by_option
+def enroll_command(
+    subject: str, photos: tuple[Path, ...], wait: bool, timeout_s: float, by: str | None
+) -> None:
+    """Enroll SUBJECT from reference PHOTOS (one face each): faceprints for matching.
+
+    The photos go to the enrollment bucket under SUBJECT/ and a SubjectEnrollment is sent.
+    The worker computes and keeps faceprints only while SUBJECT has a valid consent: grant
+    it first (`facegate consent grant`).
+    """
+    settings = connected_settings(kafka=True, s3=True)
+    names = [p.name for p in photos]
+    if len(set(names)) != len(names):
+        raise click.BadParameter("two photos have the same file name", param_hint="PHOTOS")
+    refs = _upload_references(s3_client(settings), settings.s3.enrollment_bucket, subject, photos)
+    enrollment = SubjectEnrollment(str(uuid.uuid4()), subject, refs, utcnow(), by or operator())
+    topic = settings.kafka.topic_audit
+    start = end_offsets(bootstrap(settings), topic) if wait else {}
+    _send(settings, settings.kafka.topic_enrollments, subject, enrollment)
+    click.echo(f"sent enrollment {enrollment.event_id} for {subject}: {len(refs)} reference photo(s)")
+    if not wait:
+        return
+    answer = _await(settings, topic, start, timeout_s, _is_enrollment_answer(subject, enrollment.event_id))
+    if not isinstance(answer, AuditRecord):
+        raise FacegateError(
+            f"no answer from a worker within {timeout_s:.0f} s; is `facegate worker` running?"
+        )
+    click.echo(render.audit_text(answer)[0])
+    if answer.action != AuditAction.ENROLLED.value:
+        sys.exit(1)
+
+
+@click.command("erase")
+@subject_argument
+@click.option("--wait", is_flag=True, help="Wait for the erasure receipt (SubjectPurged) and print it.")
+@wait_timeout
+@by_option
+def erase_command(subject: str, wait: bool, timeout_s: float, by: str | None) -> None:
+    """Erase SUBJECT (right to erasure, Art. 17): faceprints, key and every tag naming them.
+
+    Sends an erasure request to the consent join; it also ends any consent. The subject's
+    reference photos are deleted from the enrollment bucket at once.
+    """
+    settings = connected_settings(kafka=True, s3=True)
+    request = ErasureRequest(
+        str(uuid.uuid4()), subject, PurgeReason.ERASURE_REQUEST, utcnow(), by or operator()
+    )
+    topic = settings.kafka.topic_purges
+    start = end_offsets(bootstrap(settings), topic) if wait else {}
+    _send(settings, settings.kafka.topic_subject_events, subject, request)
+    click.echo(f"sent erasure request {request.event_id} for {subject}")
+    removed = _remove_references(settings, subject)
+    click.echo(f"deleted {removed} reference photo(s) of {subject} from {settings.s3.enrollment_bucket}")
+    if not wait:
+        return
+    receipt = _await(
+        settings, topic, start, timeout_s, lambda r: isinstance(r, SubjectPurged) and r.subject_id == subject
+    )
+    if not isinstance(receipt, SubjectPurged):
+        raise FacegateError(f"no erasure receipt within {timeout_s:.0f} s; is `facegate worker` running?")
+    for line in render.purge_text(receipt):
+        click.echo(line)
+
+
+COMMANDS: list[Any] = [consent_group, enroll_command, erase_command]
