@@ -262,7 +262,12 @@ def test_photos_move_the_series_sres_watch(prometheus: Prometheus, pushed: Pushe
             name: prometheus.value(expr) - pushed.baseline[name] for name, expr in EXPECTED_INCREASES.items()
         }
 
-    _wait_for("every expected series moved", lambda: all(v > 0 for v in moved().values()), timeout_s=30)
+    _wait_for(
+        "every expected series moved",
+        lambda: all(v > 0 for v in moved().values()),
+        timeout_s=30,
+        detail=moved,
+    )
     increases = moved()
     assert increases["notifications"] >= pushed.images + pushed.bad
     assert increases["tagged"] >= pushed.images
