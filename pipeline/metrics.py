@@ -146,7 +146,8 @@ UPLOAD_TO_TAG = Histogram(
 )
 TRITON_REQUEST_DURATION = Histogram(
     "facegate_triton_request_duration_seconds",
-    "Seconds per inference request to Triton, client side, retries included.",
+    "Seconds per inference request to Triton, client side, retries included; outcome ok, rejected"
+    " (the model refused the input: a bad image) or error (Triton unavailable, protocol mismatch).",
     ["outcome"],
     buckets=_REQUEST_BUCKETS,
     registry=REGISTRY,
