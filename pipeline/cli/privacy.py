@@ -151,7 +151,6 @@ def consent_grant(
       facegate consent grant S-1042 --basis explicit_consent --scope editorial \\
           --scope archive --evidence s3://quitclaims/S-1042.pdf --until 2027-12-31
     """
-    settings = connected_settings(kafka=True)
     now = utcnow()
     change = ConsentChange(
         event_id=str(uuid.uuid4()),
@@ -168,6 +167,7 @@ def consent_grant(
     reasons = policy.validate(change)
     if reasons:
         raise click.ClickException(f"consent not sent: {'; '.join(reasons)}")
+    settings = connected_settings(kafka=True)
     _send(settings, settings.kafka.topic_consent, subject, change)
     click.echo(f"sent: {render.consent_text(change)[0]}")
 

@@ -33,6 +33,9 @@ from confluent_kafka import Message as KafkaMessage
 from ..errors import StackError
 
 log = logging.getLogger(__name__)
+# librdkafka's connection errors would otherwise reach stderr through logging's last resort
+# handler in a command that configures no logging; StackError says it in one line instead.
+log.addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,11 @@ class Message:
     partition: int = 0
     offset: int = 0
     timestamp: datetime | None = None
+
+
+def _reason(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else exc
+    return error.str() if isinstance(error, KafkaError) else str(error)
 
 
 def _text(raw: bytes | str | None) -> str | None:
@@ -94,7 +102,7 @@ class EventProducer:
         try:
             topics = self._producer.list_topics(topic, timeout=self.timeout_s).topics
         except KafkaException as exc:
-            raise StackError(f"kafka: cannot reach {self.bootstrap} ({exc.args[0]})") from None
+            raise StackError(f"kafka: cannot reach {self.bootstrap} ({_reason(exc)})") from None
         meta = topics.get(topic)
         if meta is None or meta.error is not None:
             raise StackError(
@@ -147,7 +155,7 @@ def _partitions(consumer: Consumer, bootstrap: str, topic: str, timeout_s: float
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
     except KafkaException as exc:
-        raise StackError(f"kafka: cannot reach {bootstrap} ({exc.args[0]})") from None
+        raise StackError(f"kafka: cannot reach {bootstrap} ({_reason(exc)})") from None
     if meta is None or meta.error is not None or not meta.partitions:
         raise StackError(f"kafka: topic {topic} does not exist on {bootstrap}; run `facegate up`")
     return sorted(meta.partitions)
@@ -162,7 +170,7 @@ def end_offsets(bootstrap: str, topic: str, timeout_s: float = 15.0) -> dict[int
             for p in _partitions(consumer, bootstrap, topic, timeout_s)
         }
     except KafkaException as exc:
-        raise StackError(f"kafka: cannot read offsets of {topic} on {bootstrap} ({exc.args[0]})") from None
+        raise StackError(f"kafka: cannot read offsets of {topic} on {bootstrap} ({_reason(exc)})") from None
     finally:
         consumer.close()
 
@@ -228,7 +236,7 @@ def read_topic(
                     continue  # written after reading began
             yield out
     except KafkaException as exc:
-        raise StackError(f"kafka: reading {topic} on {bootstrap} failed ({exc.args[0]})") from None
+        raise StackError(f"kafka: reading {topic} on {bootstrap} failed ({_reason(exc)})") from None
     finally:
         consumer.close()
 
