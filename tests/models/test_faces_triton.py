@@ -5,8 +5,10 @@ Needs `make models` (the two ONNX files) and the photos of `make data` (fetched 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
+import socket
 import struct
 import zlib
 from collections.abc import Callable, Sequence
@@ -16,9 +18,9 @@ import numpy as np
 import pytest
 from evaluation import dlib_boxes, iou, match_boxes
 from PIL import Image
-from triton_launch import Tritonserver
+from triton_launch import Tritonserver, tritonserver
 
-from pipeline.inference import BadImage, FacesResult
+from pipeline.inference import BadImage, FacesResult, TritonFaceClient
 
 AnalyzeMany = Callable[[Sequence[bytes]], list[FacesResult | Exception]]
 
@@ -213,3 +215,24 @@ def test_embeddings_are_float32_128_and_quality_is_reported(photos: Path, analyz
     soft = _one(analyze_many, _encode(blurred, "JPEG", quality=95))
     assert len(soft.faces) == 1
     assert soft.faces[0].quality.sharpness < face.quality.sharpness
+
+
+def test_client_waits_for_a_starting_triton(
+    photos: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Requests sent before tritonserver is up are retried with backoff and then answered."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    image = (photos / "face_recognition" / "biden.jpg").read_bytes()
+
+    async def go() -> list[FacesResult]:
+        async with TritonFaceClient(f"127.0.0.1:{port}", retries=12, backoff_s=0.5, timeout_s=60) as client:
+            pending = [asyncio.create_task(client.analyze(image)) for _ in range(3)]
+            await asyncio.sleep(1.0)
+            assert not any(task.done() for task in pending), "answered before the server existed"
+            with tritonserver(tmp_path_factory.mktemp("late-triton"), model_dir, grpc_port=port):
+                return list(await asyncio.gather(*pending))
+
+    results = asyncio.run(go())
+    assert [len(r.faces) for r in results] == [1, 1, 1]

@@ -90,12 +90,15 @@ def model_repository(workdir: Path, *models: Path) -> Path:
 
 
 @contextmanager
-def tritonserver(workdir: Path, *models: Path, ready_timeout_s: float = 120.0) -> Iterator[Tritonserver]:
+def tritonserver(
+    workdir: Path, *models: Path, ready_timeout_s: float = 120.0, grpc_port: int | None = None
+) -> Iterator[Tritonserver]:
     """Run tritonserver serving `models` until the context exits; the server is stopped then."""
     workdir.mkdir(parents=True, exist_ok=True)
     binary = _pytriton_dir() / "bin" / "tritonserver"
     site = Path(sysconfig.get_paths()["purelib"])
-    http_port, grpc_port, metrics_port = _free_ports(3)
+    http_port, free_grpc_port, metrics_port = _free_ports(3)
+    grpc_port = grpc_port or free_grpc_port
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
         [str(site / "nvidia_pytriton.libs"), str(sysconfig.get_config_var("LIBDIR"))]
