@@ -120,6 +120,9 @@ def tritonserver(
         "--allow-vertex-ai=false",
         "--log-verbose=0",
         "--exit-timeout-secs=10",
+        # The python backend's shared-memory regions are named by this prefix: a unique one keeps
+        # servers that others run on the same machine from colliding with this one.
+        f"--backend-config=python,shm-region-prefix-name=facegate_models_{os.getpid()}_{http_port}_",
     ]
     log = workdir / "tritonserver.log"
     with log.open("wb") as out:
