@@ -229,7 +229,8 @@ def _hist_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def _encode(frame: Any, time_ms: int, *, scene_cut: bool) -> SampledFrame:
     rgb = frame.to_ndarray(format="rgb24")
-    turns = round((frame.rotation or 0) / 90) % 4
+    # degrees counter-clockwise from the display matrix; VideoFrame.rotation is PyAV >= 14
+    turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
     if turns:
         rgb = np.ascontiguousarray(np.rot90(rgb, turns))
     height, width = rgb.shape[:2]
