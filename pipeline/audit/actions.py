@@ -14,6 +14,7 @@ class AuditAction(enum.StrEnum):
     CONSENT_REJECTED = "CONSENT_REJECTED"  # an invalid change went to the DLQ (with the reasons)
     ENROLLED = "ENROLLED"  # reference faceprints stored in the vault and the gallery
     ENROLLMENT_REFUSED = "ENROLLMENT_REFUSED"  # no valid basis, no face, several faces, ...
+    ENROLLMENT_DEFERRED = "ENROLLMENT_DEFERRED"  # arrived before any consent: held, nothing computed
     MATCH_DECIDED = "MATCH_DECIDED"  # a face was tagged GREEN/AMBER/RED for a subject
     EXPIRY_WARNED = "EXPIRY_WARNED"  # a consent entered the AMBER window before valid_until
     ERASURE_REQUESTED = "ERASURE_REQUESTED"  # a privacy officer asked for erasure

@@ -150,6 +150,9 @@ class ConsentJoin:
         else:
             # Scopes or validity changed: bring the tags that name the subject up to date.
             await self.redecide_named(state, fx)
+        deferred, state.deferred = state.deferred, []
+        for encoded in deferred:
+            await self.on_enrollment(state, SubjectEnrollment.from_bytes(bytes.fromhex(encoded)), fx)
 
     async def redecide_named(self, state: SubjectRecord, fx: Effects) -> None:
         decision = self.decide(state, fx.now)
@@ -181,6 +184,16 @@ class ConsentJoin:
 
     async def on_enrollment(self, state: SubjectRecord, enrollment: SubjectEnrollment, fx: Effects) -> None:
         subject = enrollment.subject_id
+        if state.consent is None and not state.purged:
+            # The consent may still be on its way (no order between topics): hold the request,
+            # compute nothing, and decide when the consent arrives.
+            state.deferred.append(enrollment.to_bytes().hex())
+            await fx.audit(
+                AuditAction.ENROLLMENT_DEFERRED,
+                subject_id=subject,
+                detail={"event_id": enrollment.event_id, "reason": "no consent received yet"},
+            )
+            return
         decision = self.decide(state, fx.now)
         if not decision.may_name:
             # Art. 9: no faceprint is computed and kept without a valid basis.

@@ -41,6 +41,9 @@ class SubjectRecord:
     purge: PendingPurge | None = None
     faceprints: int = 0  # reference faceprints held in the vault
     purged: list[str] = field(default_factory=list)  # ids of completed purges (idempotency)
+    # Enrollments that arrived before any consent (topics are not ordered between each other):
+    # the encoded SubjectEnrollment (object refs only), held until the consent decides.
+    deferred: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,7 @@ class SubjectRecord:
             "purge": self.purge.to_dict() if self.purge else None,
             "faceprints": self.faceprints,
             "purged": list(self.purged[-20:]),
+            "deferred": list(self.deferred),
         }
 
     @classmethod
@@ -61,4 +65,5 @@ class SubjectRecord:
             purge=PendingPurge.from_dict(data["purge"]) if data.get("purge") else None,
             faceprints=int(data.get("faceprints", 0)),
             purged=list(data.get("purged", [])),
+            deferred=list(data.get("deferred", [])),
         )

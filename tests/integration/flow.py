@@ -1,0 +1,229 @@
+"""Helpers for end-to-end tests: publish contract records, watch topics, upload photos, control workers."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from PIL import Image
+
+from pipeline.contract import (
+    AssetFaces,
+    ConsentAction,
+    ConsentChange,
+    LegalBasis,
+    ObjectRef,
+    Record,
+    SubjectEnrollment,
+    decode,
+    utcnow,
+)
+from pipeline.stack import state as stack_state
+from pipeline.stack.procs import is_running
+
+ROOT = Path(__file__).resolve().parents[2]
+PHOTOS = ROOT / "tests" / "data" / "photos"
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str
+    value: bytes
+    headers: dict[str, str]
+
+    def record(self) -> Record:
+        return decode(self.value)
+
+
+class Watcher:
+    """Reads topics from the beginning (every partition, no consumer group) and keeps every message."""
+
+    def __init__(self, config: dict[str, Any], topics: list[str]) -> None:
+        self._consumer = Consumer(
+            {**config, "group.id": f"test-{uuid.uuid4().hex}", "enable.auto.commit": False}
+        )
+        metadata = self._consumer.list_topics(timeout=10).topics
+        self._consumer.assign(
+            [
+                TopicPartition(t, p, 0)  # offset 0: from the beginning
+                for t in topics
+                for p in sorted(metadata[t].partitions)
+            ]
+        )
+        self.messages: list[Message] = []
+
+    def poll(self, seconds: float = 0.2) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            message = self._consumer.poll(max(0.0, min(0.2, deadline - time.monotonic())))
+            if message is not None and not message.error():
+                self.messages.append(
+                    Message(
+                        message.topic(),
+                        message.partition(),
+                        message.offset(),
+                        message.timestamp()[1],
+                        (message.key() or b"").decode(),
+                        message.value() or b"",
+                        {k: (v or b"").decode() for k, v in (message.headers() or [])},
+                    )
+                )
+                continue
+            if time.monotonic() >= deadline:
+                return
+
+    def until(self, predicate: Callable[[list[Message]], Any], timeout: float = 30.0, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = predicate(self.messages)
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+            self.poll(0.3)
+
+    def on(self, topic: str) -> list[Message]:
+        return [m for m in self.messages if m.topic == topic]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def tags_of(messages: list[Message], tags_topic: str, asset_id: str) -> list[AssetFaces]:
+    return [AssetFaces.from_bytes(m.value) for m in messages if m.topic == tags_topic and m.key == asset_id]
+
+
+def latest_tags(messages: list[Message], tags_topic: str) -> dict[str, AssetFaces]:
+    """The compacted view: the last AssetFaces per asset."""
+    view: dict[str, AssetFaces] = {}
+    for m in messages:
+        if m.topic == tags_topic:
+            view[m.key] = AssetFaces.from_bytes(m.value)
+    return view
+
+
+class Publisher:
+    def __init__(self, config: dict[str, Any]) -> None:
+        # librdkafka's default partitioner on purpose: external producers need not match faust's.
+        self._producer = Producer({"bootstrap.servers": config["bootstrap.servers"]})
+
+    def send(self, topic: str, key: str, record: Record | bytes) -> None:
+        value = record if isinstance(record, bytes) else record.to_bytes()
+        self._producer.produce(topic, key=key.encode(), value=value)
+        self._producer.flush(10)
+
+
+def grant(subject: str, *, until: timedelta | None = None, scopes=("editorial", "archive")) -> ConsentChange:
+    now = utcnow()
+    return ConsentChange(
+        event_id=uuid.uuid4().hex,
+        subject_id=subject,
+        action=ConsentAction.GRANTED,
+        legal_basis=LegalBasis.EXPLICIT_CONSENT,
+        scopes=list(scopes),
+        valid_from=now - timedelta(days=1),
+        valid_until=now + until if until else None,
+        evidence_uri=f"s3://legal/quitclaims/{subject}.pdf",
+        recorded_at=now,
+        recorded_by="dpo@test",
+    )
+
+
+def withdraw(subject: str) -> ConsentChange:
+    now = utcnow()
+    return ConsentChange(
+        event_id=uuid.uuid4().hex,
+        subject_id=subject,
+        action=ConsentAction.WITHDRAWN,
+        legal_basis=LegalBasis.EXPLICIT_CONSENT,
+        scopes=[],
+        valid_from=now - timedelta(days=1),
+        valid_until=None,
+        evidence_uri=f"s3://legal/withdrawals/{subject}.pdf",
+        recorded_at=now,
+        recorded_by="dpo@test",
+    )
+
+
+def enrollment(subject: str, bucket: str, keys: list[str]) -> SubjectEnrollment:
+    return SubjectEnrollment(
+        uuid.uuid4().hex, subject, [ObjectRef(bucket, k) for k in keys], utcnow(), "dpo@test"
+    )
+
+
+def padded_jpeg(path: Path, pad: int = 0) -> bytes:
+    """A photo as JPEG bytes, optionally on a grey border (keeps a tight face crop detectable)."""
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    if pad:
+        canvas = Image.new("RGB", (rgb.width + 2 * pad, rgb.height + 2 * pad), (128, 128, 128))
+        canvas.paste(rgb, (pad, pad))
+        rgb = canvas
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=92)
+    return out.getvalue()
+
+
+def put(
+    stack: Any, key: str, data: bytes, content_type: str = "image/jpeg", bucket: str | None = None
+) -> None:
+    stack.s3().put_object(bucket or stack.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+
+
+# --- workers ---------------------------------------------------------------------------------
+
+
+def worker_pid(stack: Any, name: str = "worker") -> int | None:
+    state = stack_state.load(stack.settings.data_dir)
+    part = state.parts.get(name) if state else None
+    return part.process.pid if part and part.process and is_running(part.process) else None
+
+
+def worker_env(stack: Any) -> dict[str, str]:
+    from pipeline.stack.parts import settings_env
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGATE_")}
+    env.update(settings_env(stack.settings))
+    env["FACEGATE_METRICS__PORT"] = "0"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@contextmanager
+def extra_worker(stack: Any, name: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A second worker process in the same consumer group (scale-out)."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "worker", "--name", name],
+            env=worker_env(stack),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
