@@ -13,9 +13,17 @@ from ..stack import CRASHED, UNHEALTHY, UP, down, status, up
 
 @click.command("up")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoints as one JSON object.")
-def up_command(as_json: bool) -> None:
+@click.option(
+    "--no-workers",
+    is_flag=True,
+    help="Infrastructure only (FACEGATE_STACK__WORKERS=false): no pipeline workers.",
+)
+def up_command(as_json: bool, no_workers: bool) -> None:
     """Start the embedded stack (or check the running one); every part healthy on return."""
-    endpoints = up(get_settings())
+    settings = get_settings()
+    if no_workers:
+        settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"workers": False})})
+    endpoints = up(settings)
     if as_json:
         click.echo(json.dumps(endpoints.to_json(), sort_keys=True))
         return

@@ -22,7 +22,7 @@ from ..errors import ConfigError, StackError
 from ..settings import Settings
 from . import procs
 from . import state as statefile
-from .parts import EXTERNAL, LOCAL, PROCESS, Context, Part, QdrantPart, TritonPart, all_parts
+from .parts import EXTERNAL, INFRASTRUCTURE, LOCAL, PROCESS, Context, Part, QdrantPart, TritonPart, all_parts
 from .ports import HOST, PortPicker, is_free
 from .state import PartState, StackState
 
@@ -188,7 +188,8 @@ class _Starter:
 
     def _classify(self) -> None:
         fresh: list[Part] = []
-        for part in all_parts():
+        wanted = all_parts() if self.settings.stack.workers else INFRASTRUCTURE
+        for part in wanted:
             mode = part.mode(self.settings)
             recorded = self.state.parts.get(part.name)
             if mode == PROCESS:
@@ -302,10 +303,12 @@ class _Starter:
                 time.sleep(0.05)
 
     def _undo(self) -> None:
+        records = []
         for name in reversed(self.started_here):
             part = self.state.parts.pop(name, None)
             if part and part.process:
-                procs.stop(part.process, self.settings.stack.stop_timeout_s)
+                records.append(part.process)
+        procs.stop_all(records, self.settings.stack.stop_timeout_s)
         if self.state.parts and any(p.process for p in self.state.parts.values()):
             statefile.save(self.ctx.data_dir, self.state)
         else:
@@ -324,10 +327,14 @@ def _remove_shm(run_id: str, keep_if_running: StackState | None = None) -> None:
             os.unlink(path)
 
 
-def _stop_order(state: StackState) -> list[str]:
-    order = [p.name for p in all_parts()]
-    unknown = [n for n in state.parts if n not in order]  # e.g. a worker removed from the list
-    return unknown + [n for n in reversed(order) if n in state.parts]
+def _stop_waves(state: StackState) -> list[list[str]]:
+    """Who stops together: workers and producers of events first, the bridge once SeaweedFS
+    has stopped posting to it (it flushes to Kafka on exit), the broker last."""
+    infrastructure = ("s3", "bridge", "triton", "kafka", "qdrant")
+    first = [n for n in state.parts if n not in infrastructure]  # workers, known or not
+    waves = [first + [n for n in ("s3", "triton") if n in state.parts]]
+    waves += [[n] for n in ("bridge", "kafka", "qdrant") if n in state.parts]
+    return [wave for wave in waves if wave]
 
 
 def down(settings: Settings) -> list[tuple[str, bool]]:
@@ -340,11 +347,12 @@ def down(settings: Settings) -> list[tuple[str, bool]]:
         state = statefile.load(data_dir)
         if state is None:
             return []
-        stopped = []
-        for name in _stop_order(state):
-            part = state.parts[name]
-            if part.process:
-                stopped.append((name, procs.stop(part.process, settings.stack.stop_timeout_s)))
+        stopped: list[tuple[str, bool]] = []
+        for wave in _stop_waves(state):
+            records = [(n, state.parts[n].process) for n in wave]
+            started = [(n, r) for n, r in records if r is not None]
+            results = procs.stop_all([r for _, r in started], settings.stack.stop_timeout_s)
+            stopped += [(n, ok) for (n, _), ok in zip(started, results, strict=True)]
         _remove_shm(state.run_id)
         statefile.remove(data_dir)
         return stopped

@@ -355,6 +355,7 @@ class SeaweedPart(Part):
             "-admin.ui=false",
             f"-admin.dataDir={work / 'admin'}",
             "-master.telemetry=false",
+            "-volume.preStopSeconds=0",
             f"-metricsPort={ports['metrics']}",
             f"-metricsIp={HOST}",
         ]
@@ -381,14 +382,15 @@ class SeaweedPart(Part):
         if not checks.s3_ready(client, ctx.settings.s3.bucket):
             return False
         try:
-            checks.ensure_bucket(
-                client,
-                ctx.settings.s3.bucket,
-                ctx.settings.s3.region,
-                access_key=ctx.settings.s3.access_key,
-                part=self.name,
-                hint="",
-            )
+            for bucket in self.buckets(ctx.settings):
+                checks.ensure_bucket(
+                    client,
+                    bucket,
+                    ctx.settings.s3.region,
+                    access_key=ctx.settings.s3.access_key,
+                    part=self.name,
+                    hint="",
+                )
         except StackError as exc:
             if "rejected access key" in str(exc):
                 raise
@@ -412,15 +414,22 @@ class SeaweedPart(Part):
                 f"s3: cannot reach the object store at {endpoint} (s3.endpoint); start it or fix the "
                 "address, or unset FACEGATE_S3__ENDPOINT to use the embedded SeaweedFS"
             )
-        checks.ensure_bucket(
-            self._client(ctx, endpoint),
-            s3.bucket,
-            s3.region,
-            access_key=s3.access_key,
-            part=self.name,
-            hint=" on the external object store",
-        )
+        client = self._client(ctx, endpoint)
+        for bucket in self.buckets(ctx.settings):
+            checks.ensure_bucket(
+                client,
+                bucket,
+                s3.region,
+                access_key=s3.access_key,
+                part=self.name,
+                hint=" on the external object store",
+            )
         return {"endpoint": endpoint, "secure": s3.secure}
+
+    @staticmethod
+    def buckets(settings: Settings) -> list[str]:
+        """The assets bucket (notified) and the enrollment bucket (reference photos, not notified)."""
+        return list(dict.fromkeys((settings.s3.bucket, settings.s3.enrollment_bucket)))
 
 
 class TritonPart(Part):

@@ -174,22 +174,31 @@ def _signal_members(record: ProcessRecord, sig: signal.Signals) -> int:
 
 def stop(record: ProcessRecord, timeout_s: float) -> bool:
     """SIGTERM the session, SIGKILL what is left after ``timeout_s``. True if it was running."""
-    was_running = is_running(record)
-    if not _signal_members(record, signal.SIGTERM):
-        _reap(record.pid)
-        return was_running
+    return stop_all([record], timeout_s)[0]
+
+
+def stop_all(records: Sequence[ProcessRecord], timeout_s: float) -> list[bool]:
+    """Stop several sessions at once (SIGTERM all, wait, SIGKILL the rest); was each running?"""
+    was_running = [is_running(r) for r in records]
+    signalled = [r for r in records if _signal_members(r, signal.SIGTERM)]
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        _reap(record.pid)
-        if not session_members(record):
-            return was_running
-        time.sleep(0.05)
-    _signal_members(record, signal.SIGKILL)
+    while signalled and time.monotonic() < deadline:
+        for r in signalled:
+            _reap(r.pid)
+        signalled = [r for r in signalled if session_members(r)]
+        if signalled:
+            time.sleep(0.05)
+    for r in signalled:
+        _signal_members(r, signal.SIGKILL)
     deadline = time.monotonic() + 5.0
-    while session_members(record) and time.monotonic() < deadline:
-        _reap(record.pid)
-        time.sleep(0.05)
-    _reap(record.pid)
+    while signalled and time.monotonic() < deadline:
+        for r in signalled:
+            _reap(r.pid)
+        signalled = [r for r in signalled if session_members(r)]
+        if signalled:
+            time.sleep(0.05)
+    for r in records:
+        _reap(r.pid)
     return was_running
 
 
