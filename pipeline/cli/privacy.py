@@ -86,22 +86,23 @@ def _await(
     return None
 
 
-def _remove_references(settings: Settings, subject: str) -> int:
-    """Delete the subject's reference photos from the enrollment bucket; how many there were."""
+def _remove_references(settings: Settings, subject: str, keys: list[str] | None = None) -> int:
+    """Delete reference photos of the subject (``keys``, or all) from the enrollment bucket."""
     client = s3_client(settings)
     bucket = settings.s3.enrollment_bucket
     try:
         if not client.bucket_exists(bucket):
             return 0
-        names = [o.object_name for o in client.list_objects(bucket, prefix=f"{subject}/", recursive=True)]
-        for name in names:
-            if name:
-                client.remove_object(bucket, name)
+        if keys is None:
+            objects = client.list_objects(bucket, prefix=f"{subject}/", recursive=True)
+            keys = [o.object_name for o in objects if o.object_name]
+        for name in keys:
+            client.remove_object(bucket, name)
     except (S3Error, HTTPError, OSError) as exc:
         raise StackError(
             f"s3: could not delete the reference photos of {subject} from {bucket} ({exc})"
         ) from None
-    return len(names)
+    return len(keys)
 
 
 # --- consent ---------------------------------------------------------------------------------
@@ -251,19 +252,30 @@ def consent_show(subject: str, as_json: bool) -> None:
 # --- enrollment and erasure ------------------------------------------------------------------
 
 
+def reference_types(photos: tuple[Path, ...]) -> list[str]:
+    """The image type of each reference photo; refuses a photo that is not an image."""
+    names = [p.name for p in photos]
+    if len(set(names)) != len(names):
+        raise click.BadParameter("two photos have the same file name", param_hint="PHOTOS")
+    types = []
+    for photo in photos:
+        with photo.open("rb") as f:
+            content_type = media_type(photo, f.read(32)) or ""
+        if not content_type.startswith("image/"):
+            raise click.BadParameter(f"{photo} is not an image", param_hint="PHOTOS")
+        types.append(content_type)
+    return types
+
+
 def _upload_references(client: Minio, bucket: str, subject: str, photos: tuple[Path, ...]) -> list[ObjectRef]:
+    types = reference_types(photos)
     try:
         if not client.bucket_exists(bucket):
             client.make_bucket(bucket)
         refs = []
-        for photo in photos:
-            with photo.open("rb") as f:
-                content_type = media_type(photo, f.read(32)) or ""
-                if not content_type.startswith("image/"):
-                    raise click.BadParameter(f"{photo} is not an image", param_hint="PHOTO")
-                f.seek(0)
-                key = f"{subject}/{photo.name}"
-                client.put_object(bucket, key, f, length=photo.stat().st_size, content_type=content_type)
+        for photo, content_type in zip(photos, types, strict=True):
+            key = f"{subject}/{photo.name}"
+            client.fput_object(bucket, key, str(photo), content_type=content_type)
             refs.append(ObjectRef(bucket, key))
     except (S3Error, HTTPError, OSError) as exc:
         raise StackError(f"s3: could not upload the reference photos to {bucket} ({exc})") from None
@@ -310,13 +322,19 @@ def enroll_command(
     """Enroll SUBJECT from reference PHOTOS (one face each): faceprints for matching.
 
     The photos go to the enrollment bucket under SUBJECT/ and a SubjectEnrollment is sent.
-    The worker computes and keeps faceprints only while SUBJECT has a valid consent: grant
-    it first (`facegate consent grant`).
+    Faceprints are computed and kept only while SUBJECT has a valid consent: without one
+    nothing is uploaded (grant it first with `facegate consent grant`), and the worker checks
+    again. With --wait, photos of a refused enrollment are deleted again.
     """
+    reference_types(photos)  # before connecting: a wrong argument is no stack problem
     settings = connected_settings(kafka=True, s3=True)
-    names = [p.name for p in photos]
-    if len(set(names)) != len(names):
-        raise click.BadParameter("two photos have the same file name", param_hint="PHOTOS")
+    decision = _consent(settings, subject).decision
+    if decision is None or not decision.may_name:
+        reason = decision.reason if decision else "no consent"
+        raise click.ClickException(
+            f"{subject} has no valid consent now ({reason}); nothing uploaded. "
+            "Grant it first: facegate consent grant"
+        )
     refs = _upload_references(s3_client(settings), settings.s3.enrollment_bucket, subject, photos)
     enrollment = SubjectEnrollment(str(uuid.uuid4()), subject, refs, utcnow(), by or operator())
     topic = settings.kafka.topic_audit
@@ -332,6 +350,8 @@ def enroll_command(
         )
     click.echo(render.audit_text(answer)[0])
     if answer.action != AuditAction.ENROLLED.value:
+        removed = _remove_references(settings, subject, [r.object_key for r in refs])
+        click.echo(f"deleted the {removed} reference photo(s) of the refused enrollment")
         sys.exit(1)
 
 

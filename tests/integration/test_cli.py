@@ -109,7 +109,7 @@ def test_ingest_uploads_media_and_each_upload_becomes_an_asset_event(
     assert f"assets/{prefix}/day1/biden.jpg  IMAGE  image/jpeg" in text
 
 
-def test_consent_grant_then_show_and_withdraw_of_nobody(run: Callable[..., Result]) -> None:
+def test_consent_grant_then_show_and_withdraw_of_nobody(run: Callable[..., Result], stack: Any) -> None:
     subject = f"S-{uuid.uuid4().hex[:8]}"
     sent = run(
         "consent",
@@ -147,8 +147,15 @@ def test_consent_grant_then_show_and_withdraw_of_nobody(run: Callable[..., Resul
     assert "current: CONTRACT scopes archive,editorial" in text
     assert "a face matched now: GREEN (consent:contract)" in text
 
-    nobody = run("consent", "withdraw", f"nobody-{uuid.uuid4().hex[:8]}", code=1)
-    assert "has no consent; nothing to withdraw" in nobody.output
+    nobody = f"nobody-{uuid.uuid4().hex[:8]}"
+    withdrawn = run("consent", "withdraw", nobody, code=1)
+    assert "has no consent; nothing to withdraw" in withdrawn.output
+
+    # Art. 9: no reference photo of a person without a valid basis is even uploaded.
+    refused = run("enroll", nobody, str(PHOTOS / "biden.jpg"), code=1)
+    assert f"{nobody} has no valid consent now (no_consent); nothing uploaded" in refused.output
+    client, bucket = stack.s3(), stack.settings.s3.enrollment_bucket
+    assert not client.bucket_exists(bucket) or not list(client.list_objects(bucket, prefix=f"{nobody}/"))
 
 
 def test_audit_verify_reads_the_whole_log(run: Callable[..., Result]) -> None:
