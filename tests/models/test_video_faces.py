@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import typing
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
@@ -19,13 +20,17 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+from qdrant_client import QdrantClient
+from qdrant_client.models import Distance, PointStruct, VectorParams
 from triton_launch import Tritonserver
 
+from pipeline.consent.policy import UNKNOWN_FACE, Decision, apply, decide
+from pipeline.contract import ConsentAction, ConsentChange, FaceStatus, LegalBasis
 from pipeline.inference import TritonFaceClient
-from pipeline.settings import VideoSettings
+from pipeline.settings import PrivacySettings, VideoSettings
 from pipeline.video.process import Analyze, BatchAnalyzer, VideoFaces, track_video, track_video_async
 from pipeline.video.sampler import sample_frames
-from pipeline.video.tracks import FrameFace
+from pipeline.video.tracks import FrameFace, Track
 
 pytestmark = pytest.mark.models
 
@@ -118,6 +123,54 @@ def test_the_track_embedding_identifies_the_subject_and_not_a_stranger(
         (faces,) = analyze([photo.read_bytes()])
         for face in faces:
             assert float(np.linalg.norm(face.embedding - reference)) > MATCH, photo.name
+
+
+def test_a_consenting_enrolled_subjects_track_is_green_and_a_strangers_red(
+    analyze: Analyze, tmp_path: Path
+) -> None:
+    """One decision per track: the track's mean embedding searched in a real (local) Qdrant
+    gallery, then the consent policy's decision for the subject it matches."""
+    enrolled = _tracks(VIDEOS / "noface_face.mov", analyze).tracks[0].embedding
+    assert enrolled is not None
+    gallery = QdrantClient(":memory:")
+    gallery.create_collection("faceprints", vectors_config=VectorParams(size=128, distance=Distance.EUCLID))
+    gallery.upsert(
+        "faceprints", [PointStruct(id=1, vector=enrolled.tolist(), payload={"subject_id": "subj-1"})]
+    )
+    now = datetime.now(UTC)
+    consent = apply(
+        None,
+        ConsentChange(
+            event_id="ev-1",
+            subject_id="subj-1",
+            action=ConsentAction.GRANTED,
+            legal_basis=LegalBasis.EXPLICIT_CONSENT,
+            scopes=list(PrivacySettings().standard_scopes),
+            valid_from=now - timedelta(days=1),
+            valid_until=None,
+            evidence_uri="s3://consent/subj-1.pdf",
+            recorded_at=now - timedelta(days=1),
+            recorded_by="privacy-officer",
+        ),
+    )
+
+    def decision(track: Track) -> tuple[str | None, Decision]:
+        assert track.embedding is not None
+        hits = gallery.query_points("faceprints", query=track.embedding.tolist(), limit=1).points
+        if not hits or hits[0].score >= MATCH:
+            return None, UNKNOWN_FACE
+        subject = str((hits[0].payload or {})["subject_id"])
+        state = consent if subject == consent.subject_id else None
+        return subject, decide(state, now, timedelta(days=30), PrivacySettings().standard_scopes)
+
+    stranger_clip = tmp_path / "stranger.mp4"
+    _pan_over(DATA / "photos" / "face_recognition" / "biden.jpg", stranger_clip)
+    (subject_track,) = _tracks(VIDEOS / "single_face.mp4", analyze).tracks
+    (stranger_track,) = _tracks(stranger_clip, analyze).tracks
+    subject, green = decision(subject_track)
+    assert (subject, green.status) == ("subj-1", FaceStatus.GREEN)
+    nobody, red = decision(stranger_track)
+    assert (nobody, red.status, red.reason) == (None, FaceStatus.RED, "unknown_face")
 
 
 def test_through_tritonserver_the_tracks_are_the_same(analyze: Analyze, triton: Tritonserver) -> None:
