@@ -293,3 +293,42 @@ def test_consent_enroll_tag_erase_and_export(run: Callable[..., Result], stack: 
 
     verified = run("audit", "verify")
     assert "audit log verified" in verified.stdout
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_withdraw_takes_basis_from_the_current_consent_and_leads_to_a_purge(
+    run: Callable[..., Result], stack: Any, worker: None
+) -> None:
+    subject = f"staff-{uuid.uuid4().hex[:8]}"
+    run(
+        "consent",
+        "grant",
+        subject,
+        "--basis",
+        "contract",
+        "--scope",
+        "intranet",
+        "--evidence",
+        "https://hr.example/contracts/1",
+        "--until",
+        "2099-06-30",
+    )
+    run("enroll", subject, str(PHOTOS / "biden.jpg"), "--wait", "--timeout", "180")
+
+    withdrawn = run("consent", "withdraw", subject, "--by", "dpo@test")
+    assert "WITHDRAWN  CONTRACT  scopes intranet" in withdrawn.stdout
+    assert "deleted 1 reference photo(s)" in withdrawn.stdout
+
+    def receipt() -> list[dict[str, Any]]:
+        return [m["record"] for m in json_lines(run("tail", "purges", "--json")) if m["key"] == subject]
+
+    (purge,) = until(f"the purge receipt of {subject}", receipt, timeout_s=180)
+    assert (purge["reason"], purge["faceprints_deleted"], purge["key_destroyed"]) == ("WITHDRAWN", 1, True)
+
+    shown = json.loads(run("consent", "show", subject, "--json").stdout)
+    assert [c["action"] for c in shown["history"]] == ["GRANTED", "WITHDRAWN"]
+    assert shown["history"][1]["recorded_by"] == "dpo@test"
+    assert shown["decision"]["status"] == "RED" and shown["decision"]["reason"] == "withdrawn"
+    again = run("consent", "withdraw", subject, code=1)
+    assert "no consent (withdrawn at" in again.output
