@@ -126,11 +126,14 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
         )
     try:
         image.load()
-        upright = ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         message = str(exc) or type(exc).__name__
         kind = "truncated image" if "truncated" in message.lower() else "corrupt image data"
         raise ImageError(f"{kind}: {image.format} {width}x{height}: {message}") from None
+    try:
+        upright = ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError):
+        upright = image  # unreadable EXIF: the pixels are fine, take them as stored
     return to_rgb8(upright)
 
 
