@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..settings import get_settings
-from ..stack import CRASHED, UNHEALTHY, UP, down, status, up
+from ..stack import CRASHED, UNHEALTHY, UNREACHABLE, UP, down, status, up
 
 
 @click.command("up")
@@ -59,7 +59,7 @@ def down_command() -> None:
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print the parts as one JSON object.")
 def status_command(as_json: bool) -> None:
-    """Each part: up, down, crashed or unhealthy. Exit code 1 if a started part is not up."""
+    """Each part: up, down, crashed, unhealthy or unreachable. Exit code 1 unless all started parts are up."""
     parts = status(get_settings())
     if as_json:
         click.echo(json.dumps({p.name: p.to_json() for p in parts}, sort_keys=True))
@@ -67,7 +67,9 @@ def status_command(as_json: bool) -> None:
         for p in parts:
             pid = f"pid {p.pid}" if p.pid else ""
             click.echo(f"{p.name:<10} {p.status:<10} {p.mode:<9} {pid:<11} {p.detail}")
-    if any(p.status in (CRASHED, UNHEALTHY) for p in parts) or all(p.status != UP for p in parts):
+    if any(p.status in (CRASHED, UNHEALTHY, UNREACHABLE) for p in parts) or all(
+        p.status != UP for p in parts
+    ):
         sys.exit(1)
 
 

@@ -50,6 +50,8 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "acks": "all",
         "linger.ms": 2,
         "message.timeout.ms": 0,  # no deadline: keep retrying until the broker has it
+        # Topics are created by the application with their configuration, never implicitly.
+        "allow.auto.create.topics": False,
         "client.id": "facegate-bridge",
         "logger": logging.getLogger("facegate.bridge.kafka"),
     }
@@ -162,7 +164,7 @@ class Bridge:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(
-                None, lambda: self.producer.list_topics(self.settings.kafka.topic_assets, timeout=1.0)
+                None, lambda: self.producer.list_topics(self.settings.kafka.topic_assets, timeout=0.5)
             )
         except KafkaException as exc:
             return web.json_response({"kafka": str(exc), "queued": len(self.producer)}, status=503)
@@ -200,7 +202,10 @@ def main(argv: list[str] | None = None) -> None:
     log.info(
         "bridge listening", extra={"host": args.host, "port": args.port, "topic": settings.kafka.topic_assets}
     )
-    web.run_app(bridge.app(), host=args.host, port=args.port, print=None, handle_signals=True)
+    # No access log: the stack's health checks would fill it.
+    web.run_app(
+        bridge.app(), host=args.host, port=args.port, print=None, handle_signals=True, access_log=None
+    )
 
 
 if __name__ == "__main__":

@@ -5,13 +5,26 @@ local mode and the pipeline workers, started on 127.0.0.1 on free ports under a 
 integration-test fixture; ``resolve_settings`` points a settings object at a running stack.
 """
 
-from .manager import CRASHED, DOWN, UNHEALTHY, UP, Endpoints, PartStatus, down, resolve_settings, status, up
+from .manager import (
+    CRASHED,
+    DOWN,
+    UNHEALTHY,
+    UNREACHABLE,
+    UP,
+    Endpoints,
+    PartStatus,
+    down,
+    resolve_settings,
+    status,
+    up,
+)
 from .parts import WORKERS, WorkerPart
 
 __all__ = [
     "CRASHED",
     "DOWN",
     "UNHEALTHY",
+    "UNREACHABLE",
     "UP",
     "WORKERS",
     "Endpoints",

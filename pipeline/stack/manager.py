@@ -26,7 +26,7 @@ from .parts import EXTERNAL, INFRASTRUCTURE, LOCAL, PROCESS, Context, Part, Qdra
 from .ports import HOST, PortPicker, is_free
 from .state import PartState, StackState
 
-UP, DOWN, CRASHED, UNHEALTHY = "up", "down", "crashed", "unhealthy"
+UP, DOWN, CRASHED, UNHEALTHY, UNREACHABLE = "up", "down", "crashed", "unhealthy", "unreachable"
 _BIND_ERRORS = ("address already in use", "bind: address", "failed to bind", "address in use")
 
 
@@ -81,7 +81,7 @@ class Endpoints:
 class PartStatus:
     name: str
     mode: str
-    status: str  # up, down, crashed, unhealthy
+    status: str  # up, down, crashed, unhealthy, unreachable
     pid: int | None = None
     log: str | None = None
     detail: str = ""
@@ -359,7 +359,8 @@ def down(settings: Settings) -> list[tuple[str, bool]]:
 
 
 def status(settings: Settings) -> list[PartStatus]:
-    """Each part: up, down (not started), crashed (started, process gone) or unhealthy."""
+    """Each part: up, down (not started), crashed (started, process gone), unhealthy (running,
+    failing its health check) or unreachable (external, not answering)."""
     settings = _absolute(settings)
     state = statefile.load(settings.data_dir) if settings.data_dir.is_dir() else None
     ctx = Context(settings, settings.data_dir, state.run_id if state else "")
@@ -375,7 +376,12 @@ def status(settings: Settings) -> list[PartStatus]:
             result.append(PartStatus(part.name, LOCAL, UP if ok else DOWN, detail=f"local mode at {path}"))
         elif recorded.mode == EXTERNAL:
             detail = ", ".join(f"{k}={v}" for k, v in recorded.endpoints.items() if v is not None)
-            result.append(PartStatus(part.name, EXTERNAL, UP, detail=detail))
+            try:
+                part.check_external(ctx)
+            except StackError as exc:
+                result.append(PartStatus(part.name, EXTERNAL, UNREACHABLE, detail=str(exc)))
+            else:
+                result.append(PartStatus(part.name, EXTERNAL, UP, detail=detail))
         else:
             assert recorded.process is not None
             proc = recorded.process

@@ -208,7 +208,7 @@ class KafkaPart(Part):
 
     def check_external(self, ctx: Context) -> dict[str, Any]:
         bootstrap = ctx.settings.kafka.bootstrap or ""
-        if not checks.kafka_ready(bootstrap, timeout_s=5.0):
+        if not checks.kafka_ready(bootstrap, timeout_s=3.0):
             raise StackError(
                 f"kafka: cannot reach the broker at {bootstrap} (kafka.bootstrap); start it or fix the "
                 "address, or unset FACEGATE_KAFKA__BOOTSTRAP to use the embedded broker"

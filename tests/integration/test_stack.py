@@ -23,16 +23,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
+from conftest import stack_settings  # tests/integration/conftest.py
 
 from pipeline.contract import AssetKind, AssetUploaded
-from pipeline.kafka import topic_specs
-from pipeline.stack.parts import INFRASTRUCTURE, WORKERS
+from pipeline.kafka import ensure_topics, topic_specs
+from pipeline.settings import KafkaSettings
+from pipeline.stack import checks, procs
+from pipeline.stack.parts import INFRASTRUCTURE, WORKERS, KafkaPart
 from pipeline.stack.procs import read_stat
 
 if TYPE_CHECKING:
-    from conftest import RunningStack  # tests/integration/conftest.py
+    from conftest import RunningStack
 
 pytestmark = pytest.mark.integration
 
@@ -265,6 +268,78 @@ def test_malformed_notification_goes_to_the_dlq(stack: RunningStack) -> None:
         str(stack.notify_webhook).replace("/hook", "/healthz"), timeout=5
     ) as response:
         assert response.status == 200
+
+
+def test_bridge_keeps_notifications_while_kafka_is_away(tmp_path: Path) -> None:
+    """An upload while the broker is down is published once the broker is back."""
+    bootstrap = f"127.0.0.1:{free_port()}"
+    bridge_port = free_port()
+    settings = stack_settings(tmp_path).model_copy(update={"kafka": KafkaSettings(bootstrap=bootstrap)})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGATE_")}
+    env["FACEGATE_KAFKA__BOOTSTRAP"] = bootstrap
+    bridge = procs.spawn(
+        [sys.executable, "-m", "pipeline.ingest.bridge", "--port", str(bridge_port)],
+        cwd=tmp_path,
+        env=env,
+        log=tmp_path / "bridge.log",
+    )
+    started = [bridge]
+    try:
+        base = f"http://127.0.0.1:{bridge_port}"
+        deadline = time.monotonic() + WAIT_S
+        while checks.http_status(f"{base}/healthz", timeout_s=3) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert checks.http_status(f"{base}/healthz", timeout_s=3) == 503  # serving, Kafka unreachable
+
+        payload = {
+            "event_type": "create",
+            "key": f"/buckets/{settings.s3.bucket}/away/{uuid.uuid4().hex}.jpg",
+            "message": {
+                "new_entry": {
+                    "name": "x.jpg",
+                    "attributes": {
+                        "file_size": 3,
+                        "mtime": int(time.time()),
+                        "mime": "image/jpeg",
+                        "md5": "AAAA",
+                    },
+                }
+            },
+        }
+        request = urllib.request.Request(
+            f"{base}/hook", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert json.loads(response.read()) == {"published": 1}
+
+        time.sleep(1.0)  # the bridge keeps it queued meanwhile
+        host, port = bootstrap.split(":")
+        broker_dir = tmp_path / "kafka"
+        broker_dir.mkdir()
+        broker = [str(KafkaPart.binary()), "start", "--data-dir", str(broker_dir), "--host", host]
+        started.append(
+            procs.spawn(
+                [*broker, "--only", "kafka", "--kafka-port", port],
+                cwd=tmp_path,
+                env=env,
+                log=tmp_path / "kafka.log",
+            )
+        )
+        while not checks.kafka_ready(bootstrap) and time.monotonic() < deadline + WAIT_S:
+            time.sleep(0.1)
+        ensure_topics(settings, bootstrap)
+
+        topic = settings.kafka.topic_assets
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "t", "session.timeout.ms": 6000})
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        asset_id = payload["key"].removeprefix("/buckets/")
+        messages = collect(consumer, lambda ms: any(m.key() == asset_id.encode() for m in ms), wait_s=30)
+        consumer.close()
+        assert [a.asset_id for a in assets(messages)] == [asset_id]
+        assert checks.http_status(f"{base}/healthz", timeout_s=3) == 200
+    finally:
+        procs.stop_all(started, 10)
 
 
 # --- the CLI -------------------------------------------------------------------------------
