@@ -301,6 +301,7 @@ wait_timeout = click.option(
     "timeout_s",
     type=click.FloatRange(min=0, min_open=True),
     default=120.0,
+    metavar="SECONDS",
     show_default=True,
     help="How long --wait waits, in seconds.",
 )

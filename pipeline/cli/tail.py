@@ -63,10 +63,20 @@ def lines_for(stream: str, topic: str, message: Message, as_json: bool) -> list[
     "timeout_s",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Stop after this many seconds (with --follow); fail if the end is not reached in time (without).",
+    metavar="SECONDS",
+    help="With --follow: stop after this long. Without: fail if the end is not reached in this "
+    "long (default 60).",
+)
+@click.option(
+    "--key", "keys", multiple=True, help="Only records with this key (repeatable): an asset or subject id."
 )
 def tail_command(
-    stream: str, as_json: bool, from_beginning: bool, follow: bool, timeout_s: float | None
+    stream: str,
+    as_json: bool,
+    from_beginning: bool,
+    follow: bool,
+    timeout_s: float | None,
+    keys: tuple[str, ...],
 ) -> None:
     """Print the records of a topic: tags, purges, dlq, audit, assets, consent or enrollments.
 
@@ -79,12 +89,15 @@ def tail_command(
       facegate tail tags                       current and past face tags per asset
       facegate tail dlq --json | jq .headers   why records were dead-lettered
       facegate tail purges --follow            erasure receipts as they happen
+      facegate tail tags --key assets/a.jpg    the tags of one asset, oldest first
     """
     settings = connected_settings(kafka=True)
     topic = topic_of(settings, stream)
     start = None if from_beginning or not follow else end_offsets(bootstrap(settings), topic)
     limit = timeout_s if timeout_s is not None or follow else 60.0
     for message in read_topic(bootstrap(settings), topic, start=start, follow=follow, timeout_s=limit):
+        if keys and message.key not in keys:
+            continue
         for line in lines_for(stream, topic, message, as_json):
             click.echo(line)
 

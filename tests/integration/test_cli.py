@@ -199,11 +199,9 @@ def worker(stack: Any) -> Iterator[None]:
 
 
 def _current_tags(run: Callable[..., Result], asset_id: str) -> dict[str, Any] | None:
-    latest = None
-    for m in json_lines(run("tail", "tags", "--json")):
-        if m["key"] == asset_id:
-            latest = m["record"]
-    return latest
+    records = [m["record"] for m in json_lines(run("tail", "tags", "--json", "--key", asset_id))]
+    assert all(r["asset_id"] == asset_id for r in records)
+    return records[-1] if records else None
 
 
 @pytest.mark.models
