@@ -100,7 +100,8 @@ class EventProducer:
     def check(self, topic: str) -> None:
         """Fail fast, with one line, if the broker does not answer or lacks the topic."""
         try:
-            topics = self._producer.list_topics(topic, timeout=self.timeout_s).topics
+            # All topics: asking for one by name may make a broker auto-create it (uncompacted).
+            topics = self._producer.list_topics(timeout=self.timeout_s).topics
         except KafkaException as exc:
             raise StackError(f"kafka: cannot reach {self.bootstrap} ({_reason(exc)})") from None
         meta = topics.get(topic)
