@@ -1,7 +1,7 @@
 """Face analysis through Triton: encoded image bytes in, faces with embeddings out."""
 
 from .client import TritonFaceClient
-from .errors import BadImage, InferenceProtocolError, InferenceUnavailable
+from .errors import BadImage, ImageAnalysisFailed, InferenceProtocolError, InferenceUnavailable
 from .types import EMBEDDING_DIM, Box, DetectedFace, FaceAnalyzer, FaceQuality, FacesResult
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "FaceAnalyzer",
     "FaceQuality",
     "FacesResult",
+    "ImageAnalysisFailed",
     "InferenceProtocolError",
     "InferenceUnavailable",
     "TritonFaceClient",

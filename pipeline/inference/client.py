@@ -20,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 
 from ..errors import ConfigError
 from ..settings import Settings
-from .errors import BadImage, InferenceProtocolError, InferenceUnavailable
+from .errors import BadImage, ImageAnalysisFailed, InferenceProtocolError, InferenceUnavailable
 from .types import EMBEDDING_DIM, Box, DetectedFace, FaceQuality, FacesResult
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ _RETRYABLE = {
     "StatusCode.ABORTED",
 }
 _PERMANENT = {"StatusCode.INVALID_ARGUMENT", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.OUT_OF_RANGE"}
+# model.py's prefix for an INTERNAL error that belongs to one image (anything else INTERNAL, such as
+# a crashed backend stub, is Triton's and retried).
+_MODEL_FAILURE = "face analysis failed"
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,10 @@ class TritonFaceClient:
     async def analyze(self, image: bytes, *, request_id: str = "") -> FacesResult:
         """All faces of one encoded image.
 
-        Raises BadImage when the model refuses the image (permanent), InferenceUnavailable when
-        Triton did not answer after `retries` retries, InferenceProtocolError when the deployed
-        model does not match the contract.
+        Raises BadImage when the model refuses the image and ImageAnalysisFailed when the model
+        failed on it (both permanent); InferenceUnavailable when Triton did not answer after
+        `retries` retries and InferenceProtocolError when the deployed model does not match the
+        contract (both transient).
         """
         attempt = 0
         while True:
@@ -122,11 +126,10 @@ class TritonFaceClient:
                 )
                 return _parse(response)
             except InferenceServerException as exc:
+                final = classify(exc)
+                if final is not None:
+                    raise final from None
                 status = str(exc.status() or "")
-                if status in _PERMANENT:
-                    raise BadImage(exc.message() or status) from None
-                if status and status not in _RETRYABLE:
-                    raise InferenceProtocolError(f"{status}: {exc.message()}") from exc
                 if attempt >= self.retries:
                     raise InferenceUnavailable(
                         f"Triton at {self.url} ({self.model}) unavailable after {attempt + 1} attempts: "
@@ -159,6 +162,19 @@ class TritonFaceClient:
                 )
                 self._signature = _signature(self.model, metadata)
             return self._signature
+
+
+def classify(exc: InferenceServerException) -> Exception | None:
+    """The error to raise for a Triton error, or None when the request should be retried."""
+    status = str(exc.status() or "")
+    message = exc.message() or ""
+    if status in _PERMANENT:
+        return BadImage(message or status)
+    if status == "StatusCode.INTERNAL" and message.startswith(_MODEL_FAILURE):
+        return ImageAnalysisFailed(message)
+    if status and status not in _RETRYABLE:
+        return InferenceProtocolError(f"{status}: {message}")
+    return None
 
 
 def _signature(model: str, metadata: dict[str, Any]) -> _Signature:

@@ -12,6 +12,11 @@ class BadImage(PermanentError):
     """
 
 
+class ImageAnalysisFailed(PermanentError):
+    """The model failed on this one image (its own error, not Triton's); the batch was re-run image by
+    image, so the failure belongs to this image and retrying it would only fail again."""
+
+
 class InferenceUnavailable(TransientError):
     """Triton could not be reached or did not answer after every retry."""
 

@@ -8,17 +8,20 @@ import time
 
 import numpy as np
 import pytest
+from tritonclient.utils import InferenceServerException
 
-from pipeline.errors import ConfigError, TransientError
+from pipeline.errors import ConfigError, PermanentError, TransientError
 from pipeline.inference import (
+    BadImage,
     Box,
     DetectedFace,
     FaceQuality,
+    ImageAnalysisFailed,
     InferenceProtocolError,
     InferenceUnavailable,
     TritonFaceClient,
 )
-from pipeline.inference.client import _signature
+from pipeline.inference.client import _signature, classify
 from pipeline.settings import Settings
 
 METADATA = {
@@ -108,3 +111,25 @@ def test_embeddings_stay_out_of_repr() -> None:
     )
     assert "0.123" not in repr(face)
     assert "embedding" not in repr(face)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        ("StatusCode.INVALID_ARGUMENT", "bad image: truncated image: JPEG 10x10", BadImage),
+        ("StatusCode.INTERNAL", "face analysis failed: ValueError: x", ImageAnalysisFailed),
+        ("StatusCode.INTERNAL", "Stub process 'facegate_faces_0_0' is not healthy.", None),
+        ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", None),
+        ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", None),
+        ("StatusCode.UNIMPLEMENTED", "no such method", InferenceProtocolError),
+    ],
+)
+def test_triton_errors_are_classified(status: str, message: str, expected: type[Exception] | None) -> None:
+    error = classify(InferenceServerException(message, status=status))
+    if expected is None:
+        assert error is None  # retried
+    else:
+        assert isinstance(error, expected)
+        assert message in str(error)
+    if isinstance(error, BadImage | ImageAnalysisFailed):
+        assert isinstance(error, PermanentError)
