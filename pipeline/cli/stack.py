@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+from types import FrameType
 
 import click
 
 from ..settings import get_settings
 from ..stack import CRASHED, UNHEALTHY, UNREACHABLE, UP, down, status, up
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 @click.command("up")
@@ -20,6 +26,9 @@ from ..stack import CRASHED, UNHEALTHY, UNREACHABLE, UP, down, status, up
 )
 def up_command(as_json: bool, no_workers: bool) -> None:
     """Start the embedded stack (or check the running one); every part healthy on return."""
+    # A SIGTERM (a CI timeout, a service manager) unwinds like Ctrl-C: `up` then stops what it
+    # had started instead of leaving it half-started.
+    signal.signal(signal.SIGTERM, _terminate)
     settings = get_settings()
     if no_workers:
         settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"workers": False})})

@@ -1,0 +1,106 @@
+"""facegate's own processes (the notify bridge, the workers) and Qdrant's local path."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ...errors import StackError
+from ...settings import Settings
+from .. import checks
+from ..ports import HOST, PortPicker
+from .base import EXTERNAL, LOCAL, PROCESS, Context, Launch, Part, fixed
+
+
+class BridgePart(Part):
+    """The notify bridge: SeaweedFS filer webhook -> AssetUploaded on facegate.assets."""
+
+    name = "bridge"
+    needs = ("kafka",)
+
+    def mode(self, settings: Settings) -> str:
+        # With an external object store (MinIO), MinIO itself publishes the notifications.
+        return EXTERNAL if settings.s3.endpoint else PROCESS
+
+    def fixed_ports(self, settings: Settings) -> dict[str, int]:
+        return fixed(bridge=settings.stack.bridge_port)
+
+    def port_setting(self, port_name: str) -> str:
+        return "FACEGATE_STACK__BRIDGE_PORT"
+
+    def allocate(self, settings: Settings, picker: PortPicker) -> dict[str, int]:
+        return {"bridge": settings.stack.bridge_port or picker.one()}
+
+    def launch(self, ctx: Context, ports: dict[str, int]) -> Launch:
+        argv = [
+            sys.executable,
+            "-m",
+            "pipeline.ingest.bridge",
+            "--host",
+            HOST,
+            "--port",
+            str(ports["bridge"]),
+        ]
+        return Launch(argv, ctx.workdir("bridge"), ctx.child_env())
+
+    def ready(self, ctx: Context, ports: dict[str, int]) -> bool:
+        return checks.http_status(f"http://{HOST}:{ports['bridge']}/healthz") == 200
+
+    def endpoints(self, ctx: Context, ports: dict[str, int]) -> dict[str, Any]:
+        base = f"http://{HOST}:{ports['bridge']}"
+        return {"webhook": f"{base}/hook", "metrics": f"{base}/metrics"}
+
+    def check_external(self, ctx: Context) -> dict[str, Any]:
+        return {"notifications": "configured on the external object store (MinIO bucket notifications)"}
+
+
+class QdrantPart(Part):
+    """Qdrant: a server from settings, or local mode in a directory the worker opens."""
+
+    name = "qdrant"
+    external_setting = "qdrant.url (FACEGATE_QDRANT__URL)"
+
+    def mode(self, settings: Settings) -> str:
+        return EXTERNAL if settings.qdrant.url else LOCAL
+
+    def local(self, ctx: Context) -> dict[str, Any]:
+        return {"path": str(ctx.workdir("qdrant"))}
+
+    def check_external(self, ctx: Context) -> dict[str, Any]:
+        q = ctx.settings.qdrant
+        url = q.url or ""
+        key = q.api_key.get_secret_value() if q.api_key else None
+        info = checks.qdrant_ready(url, key)
+        if info is None:
+            raise StackError(
+                f"qdrant: no Qdrant server answers at {url} (qdrant.url); start it, fix the address or "
+                "the api key, or unset FACEGATE_QDRANT__URL to use local mode"
+            )
+        return {"url": url, "version": info.get("version")}
+
+
+class WorkerPart(Part):
+    """A pipeline worker: ``python -m pipeline <args>``, healthy once its /metrics answers.
+
+    It gets the stack's endpoints in its environment and FACEGATE_METRICS__PORT.
+    """
+
+    def __init__(
+        self, name: str, args: tuple[str, ...], needs: tuple[str, ...] = ("kafka", "s3", "triton", "qdrant")
+    ) -> None:
+        self.name = name
+        self.args = args
+        self.needs = needs
+
+    def allocate(self, settings: Settings, picker: PortPicker) -> dict[str, int]:
+        return {"metrics": picker.one()}
+
+    def launch(self, ctx: Context, ports: dict[str, int]) -> Launch:
+        env = ctx.child_env({"FACEGATE_METRICS__PORT": str(ports["metrics"]), "FACEGATE_METRICS__HOST": HOST})
+        return Launch([sys.executable, "-m", "pipeline", *self.args], ctx.workdir(self.name), env)
+
+    def ready(self, ctx: Context, ports: dict[str, int]) -> bool:
+        return checks.http_status(f"http://{HOST}:{ports['metrics']}/metrics") == 200
+
+    def endpoints(self, ctx: Context, ports: dict[str, int]) -> dict[str, Any]:
+        return {"metrics": f"http://{HOST}:{ports['metrics']}/metrics"}
