@@ -203,6 +203,13 @@ class _Starter:
                     if not (recorded and recorded.mode == PROCESS and recorded.ports):
                         fresh.append(part)
             else:
+                if recorded and recorded.process and procs.is_running(recorded.process):
+                    # Replacing its record would orphan the process this stack started.
+                    raise StackError(
+                        f"{part.name}: settings now point at an external service ({part.external_setting}) "
+                        f"but the one this stack started is still running (pid {recorded.process.pid}); "
+                        "run `facegate down` first"
+                    )
                 self.pending.append(part)
         # Ports reserved by running parts must not be handed out again.
         for recorded in self.state.parts.values():

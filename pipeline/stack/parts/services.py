@@ -17,6 +17,7 @@ class BridgePart(Part):
 
     name = "bridge"
     needs = ("kafka",)
+    external_setting = "s3.endpoint (FACEGATE_S3__ENDPOINT); the external store notifies Kafka itself"
 
     def mode(self, settings: Settings) -> str:
         # With an external object store (MinIO), MinIO itself publishes the notifications.
