@@ -9,12 +9,9 @@ right of access, with the stack's worker doing its part.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,6 @@ from pipeline.contract import ConsentAction
 from pipeline.errors import StackError
 from pipeline.kafka.io import EventProducer
 from pipeline.settings import get_settings
-from pipeline.stack.parts import settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -171,31 +167,11 @@ def test_audit_verify_reads_the_whole_log(run: Callable[..., Result]) -> None:
 
 
 @pytest.fixture(scope="module")
-def worker(stack: Any) -> Iterator[None]:
-    """The stack's own worker; a worker of this module's if the fixture starts none."""
+def worker(stack: Any) -> None:
+    """The flow needs the stack's worker and its model."""
     stack.require_model()
-    if "worker" in stack.pids:
-        yield
-        return
-    env = {**os.environ, **settings_env(stack.settings), "FACEGATE_METRICS__PORT": "0"}
-    log = Path(stack.data_dir) / "logs" / "cli-test-worker.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "worker", "--name", "cli-test"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    if "worker" not in stack.pids:
+        pytest.fail("the stack runs no pipeline worker (FACEGATE_STACK__WORKERS=false?)", pytrace=False)
 
 
 def _current_tags(run: Callable[..., Result], asset_id: str) -> dict[str, Any] | None:
