@@ -83,6 +83,9 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
         value_serializer="raw",
         table_standby_replicas=0,  # the expiry timer scans only the partitions it owns
         broker_session_timeout=10,  # noida-db refuses < 6 s
+        # Static membership: a worker restarted under its name takes its partitions straight back
+        # instead of waiting for the group to notice the old process is gone (noida-db never does).
+        consumer_group_instance_id=f"{k.app_id}-{worker_name}",
         broker_heartbeat_interval=1,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,

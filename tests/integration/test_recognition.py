@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import stack_settings
 from flow import (
     PHOTOS,
     Publisher,
@@ -185,7 +186,7 @@ def bad_corpus() -> dict[str, tuple[bytes, str, str]]:
         rgb = photo.convert("RGB")
     cmyk = io.BytesIO()
     rgb.convert("CMYK").save(cmyk, "JPEG", quality=90)
-    sixteen = Image.fromarray((np.asarray(rgb.convert("L"), dtype=np.uint16) * 257), mode="I;16")
+    sixteen = Image.fromarray((np.asarray(rgb.convert("L"), dtype="<u2") * 257).astype("<u2"))
     rotated = io.BytesIO()
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 CW to view
@@ -295,7 +296,7 @@ def test_worker_killed_mid_stream_loses_nothing(stack, topics):
     assert pid is not None
     os.killpg(pid, signal.SIGKILL)
     time.sleep(1)
-    up(stack.settings)  # restarts the crashed worker
+    up(stack_settings(Path(stack.data_dir)))  # `facegate up` again: restarts the crashed worker
     view = topics.until(
         lambda ms: (lambda v: v if all(a in v for a in assets) else None)(latest_tags(ms, k.topic_tags)),
         180,
