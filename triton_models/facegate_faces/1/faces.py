@@ -373,6 +373,12 @@ class FacePipeline:
             f"retinaface-mnet025:{file_sha256(detector)[:12]}+dlib-resnet-v1:{file_sha256(embedder)[:12]}"
         )
 
+    def warm_up(self) -> None:
+        """One detector and one embedder run, so the first real request does not pay for
+        onnxruntime's first-run allocations."""
+        self.detect([np.zeros((self.params.det_size, self.params.det_size, 3), np.uint8)])
+        self.embed([np.zeros((CHIP_SIZE, CHIP_SIZE, 3), np.uint8)])
+
     def analyze(self, images: Sequence[bytes], det_batch: int = 8) -> list[Faces | ImageError]:
         """Faces of every image, in order; a bad image gives its ImageError in its place."""
         errors: dict[int, ImageError] = {}

@@ -37,6 +37,7 @@ class TritonPythonModel:
             params,
             providers=providers,
         )
+        self.pipeline.warm_up()
         self.det_batch = int(config.get("max_batch_size", 8)) or 8
         self.input_name = config["input"][0]["name"]
         self.output_types = {
