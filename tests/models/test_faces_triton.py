@@ -236,3 +236,15 @@ def test_client_waits_for_a_starting_triton(
 
     results = asyncio.run(go())
     assert [len(r.faces) for r in results] == [1, 1, 1]
+
+
+def test_tiny_and_extreme_images_are_answered_without_faces(analyze_many: AnalyzeMany) -> None:
+    images = {
+        (1, 1): _encode(Image.new("RGB", (1, 1), (90, 60, 50)), "PNG"),
+        (12000, 8): _encode(Image.new("RGB", (12000, 8), (200, 200, 200)), "PNG"),
+        (8, 9000): _encode(Image.new("L", (8, 9000), 30), "JPEG"),
+    }
+    for (width, height), result in zip(images, analyze_many(list(images.values())), strict=True):
+        assert isinstance(result, FacesResult), result
+        assert (result.width, result.height) == (width, height)
+        assert result.faces == ()
