@@ -140,7 +140,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
 def to_rgb8(image: Image.Image) -> np.ndarray:
     """Any Pillow mode to H x W x 3 uint8 RGB; alpha is composited over white."""
     mode = image.mode
-    if mode in ("RGB",):
+    if mode == "RGB":
         return np.asarray(image, dtype=np.uint8)
     if mode.startswith("I;16") or mode in ("I", "F"):
         # 16/32-bit and float grayscale: Pillow's own conversion clips at 255, so scale instead.
