@@ -167,7 +167,13 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
         gallery = open_gallery(settings, replica=worker_name)
         vault = open_vault(settings)
         stage = RecognizeStage(
-            store, analyzer, gallery, settings.recognition, settings.qdrant.match_threshold
+            store,
+            analyzer,
+            gallery,
+            settings.recognition,
+            settings.qdrant.match_threshold,
+            video=settings.video,
+            batch_size=settings.triton.max_batch,
         )
         join = ConsentJoin(settings, vault, gallery, stage.reference_faces)
         GallerySync(settings, gallery, vault, name=worker_name).start()

@@ -102,6 +102,8 @@ class VideoSettings(_Section):
     track_max_gap_s: float = Field(default=1.5, ge=0)
     track_match_distance: float = Field(default=0.6, gt=0)  # dlib ResNet: same person when L2 < 0.6
     track_min_iou: float = Field(default=0.3, gt=0, le=1)
+    # frame samples: videos whose tracks a worker keeps in memory (least recently used dropped)
+    frame_track_videos: int = Field(default=1024, ge=1)
 
 
 class StackSettings(_Section):

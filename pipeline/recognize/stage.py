@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -22,8 +22,9 @@ from ..errors import PermanentError
 from ..gallery import GalleryIndex, Match
 from ..inference.types import DetectedFace, FaceAnalyzer, FacesResult
 from ..objects import ObjectStore
-from ..settings import RecognitionSettings
+from ..settings import RecognitionSettings, VideoSettings
 from .retry import until_done
+from .video import FrameTracks, VideoRecognizer
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +69,40 @@ class RecognizeStage:
     gallery: GalleryIndex
     limits: RecognitionSettings
     match_threshold: float
+    video: VideoSettings = field(default_factory=VideoSettings)
+    batch_size: int = 8  # frames of a video sent to Triton at once
+
+    def __post_init__(self) -> None:
+        self.videos = VideoRecognizer(
+            self.store,
+            self.analyzer,
+            self.gallery,
+            self.video,
+            select=lambda result: select_faces(result, self.limits),
+            similarity=lambda match: similarity(match, self.match_threshold),
+            batch_size=self.batch_size,
+        )
+        self.frames = FrameTracks(self.video, self.video.frame_track_videos)
 
     async def analyze(self, data: bytes, request_id: str) -> FacesResult:
         check_pixels(data, self.limits.max_pixels)
         return await until_done(lambda: self.analyzer.analyze(data, request_id=request_id), stage="infer")
 
     async def observe(self, asset: AssetUploaded) -> FaceObservations:
-        """The faces of an image or frame asset (videos go through pipeline.video)."""
+        """The faces of an asset: one per face of an image or frame, one per track of a video."""
+        if asset.kind is AssetKind.VIDEO:
+            return await self.videos.observe(asset)
         with metrics.in_flight(metrics.Stage.INFER):
             data = await until_done(lambda: self.store.read(asset.bucket, asset.object_key), stage="fetch")
             result = await self.analyze(data, asset.asset_id)
             faces = select_faces(result, self.limits)
             embeddings = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 128), np.float32)
             matches = await until_done(lambda: self.gallery.search(embeddings), stage="match")
+        tracks: list[str | None] = [None] * len(faces)
+        if asset.kind is AssetKind.FRAME and asset.video_id and asset.frame_time_ms is not None:
+            tracks = self.frames.link(asset.video_id, asset.frame_time_ms, faces)
         observed = []
-        for face, match in zip(faces, matches, strict=True):
+        for face, match, track in zip(faces, matches, tracks, strict=True):
             box = BBox(face.box.x, face.box.y, face.box.w, face.box.h)
             observed.append(
                 ObservedFace(
@@ -90,6 +110,7 @@ class RecognizeStage:
                     bbox=box,
                     det_score=face.det_score,
                     frame_time_ms=asset.frame_time_ms,
+                    track_id=track,
                     candidate=match.subject_id if match else None,
                     similarity=similarity(match, self.match_threshold) if match else None,
                 )
@@ -111,7 +132,3 @@ class RecognizeStage:
         data = await until_done(lambda: self.store.read(bucket, key), stage="fetch")
         result = await self.analyze(data, f"{bucket}/{key}")
         return [f.embedding for f in select_faces(result, self.limits)], result.model_version
-
-
-def is_video(asset: AssetUploaded) -> bool:
-    return asset.kind == AssetKind.VIDEO

@@ -2,14 +2,17 @@
 
 Every error here is permanent: the same bytes fail the same way on every retry, so the event
 belongs on the dead-letter topic with ``reason`` (a stable, machine-readable word) in its headers.
+They are ``PermanentError``s, so the recognize agent dead-letters them like any bad input.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from pipeline.errors import PermanentError
 
-class VideoError(Exception):
+
+class VideoError(PermanentError):
     """A video that cannot be processed; ``reason`` is stable, the message is for people."""
 
     reason: ClassVar[str] = "video_error"

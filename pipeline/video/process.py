@@ -15,7 +15,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.inference import FaceAnalyzer, FacesResult
+from pipeline.inference import DetectedFace, FaceAnalyzer, FacesResult
 
 from .sampler import SampledFrame
 from .tracks import FrameFace, Track, TrackBuilder, TrackerConfig
@@ -137,22 +137,29 @@ async def track_video_async(
     return run.done()
 
 
-def frame_faces(result: FacesResult) -> list[FrameFace]:
-    """The faces of one frame as the tracker takes them."""
+SelectFaces = Callable[[FacesResult], Sequence[DetectedFace]]
+
+
+def frame_faces(result: FacesResult, select: SelectFaces | None = None) -> list[FrameFace]:
+    """The faces of one frame as the tracker takes them (those ``select`` keeps, or all)."""
     return [
         FrameFace(bbox=(f.box.x, f.box.y, f.box.w, f.box.h), det_score=f.det_score, embedding=f.embedding)
-        for f in result.faces
+        for f in (select(result) if select is not None else result.faces)
     ]
 
 
 class BatchAnalyzer:
     """An ``AnalyzeAsync`` over a FaceAnalyzer (TritonFaceClient): one concurrent request per
     frame, so Triton's dynamic batcher forms the batch; the first failure cancels the rest.
-    ``model_version`` is that of the last answer, for the AssetFaces record."""
+    ``model_version`` is that of the last answer, for the AssetFaces record; ``select`` picks the
+    faces of a frame worth tracking (the recognize stage's size and count limits)."""
 
-    def __init__(self, analyzer: FaceAnalyzer, request_id: str = "") -> None:
+    def __init__(
+        self, analyzer: FaceAnalyzer, request_id: str = "", select: SelectFaces | None = None
+    ) -> None:
         self._analyzer = analyzer
         self._request_id = request_id
+        self._select = select
         self.model_version: str | None = None
 
     async def __call__(self, images: Sequence[bytes]) -> list[list[FrameFace]]:
@@ -167,7 +174,7 @@ class BatchAnalyzer:
         results = [task.result() for task in tasks]
         if results:
             self.model_version = results[-1].model_version
-        return [frame_faces(result) for result in results]
+        return [frame_faces(result, self._select) for result in results]
 
 
 def _close(frames: Iterable[SampledFrame]) -> None:
