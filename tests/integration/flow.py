@@ -119,14 +119,20 @@ def latest_tags(messages: list[Message], tags_topic: str) -> dict[str, AssetFace
 
 
 class Publisher:
-    def __init__(self, config: dict[str, Any]) -> None:
-        # librdkafka's default partitioner on purpose: external producers need not match faust's.
-        self._producer = Producer({"bootstrap.servers": config["bootstrap.servers"]})
+    """Contract topics get librdkafka's default partitioner (CRC32) on purpose: other systems'
+    producers need not hash like faust. Internal topics get faust's (murmur2), as facegate's own
+    producers do."""
 
-    def send(self, topic: str, key: str, record: Record | bytes) -> None:
+    def __init__(self, config: dict[str, Any]) -> None:
+        bootstrap = config["bootstrap.servers"]
+        self._external = Producer({"bootstrap.servers": bootstrap})
+        self._internal = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+
+    def send(self, topic: str, key: str, record: Record | bytes, *, internal: bool = False) -> None:
+        producer = self._internal if internal else self._external
         value = record if isinstance(record, bytes) else record.to_bytes()
-        self._producer.produce(topic, key=key.encode(), value=value)
-        self._producer.flush(10)
+        producer.produce(topic, key=key.encode(), value=value)
+        producer.flush(10)
 
 
 def grant(subject: str, *, until: timedelta | None = None, scopes=("editorial", "archive")) -> ConsentChange:

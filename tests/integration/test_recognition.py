@@ -112,6 +112,7 @@ def consenting_subject(stack, topics, publisher) -> Iterator[str]:
         k.topic_subject_events,
         subject,
         ErasureRequest(uuid.uuid4().hex, subject, PurgeReason.ERASURE_REQUEST, utcnow(), "test-teardown"),
+        internal=True,
     )
     topics.until(lambda ms: any(m.topic == k.topic_purges and m.key == subject for m in ms), 60, "purge")
 
