@@ -1,7 +1,8 @@
 """The faust app: the only module that wires stages to topics.
 
     facegate.assets ─> recognize ──> facegate.asset-events (FaceObservations, key asset_id)
-                                └──> facegate.subject-events (MatchCandidate, key subject_id)
+                      │         └──> facegate.subject-events (MatchCandidate, key subject_id)
+                      └─ FRAME assets ─> facegate.frames (key video_id) ─> recognize-frames (as above)
     facegate.consent + facegate.enrollments ─> admit ──> facegate.subject-events (re-keyed)
     facegate.subject-events ─> join (table: subjects)
                     ──> facegate.asset-events (SubjectDecision), facegate.gallery, facegate.audit,
@@ -31,7 +32,7 @@ from . import metrics
 from .assemble import AssetAssembly, assemble
 from .audit import AuditAction, AuditChain, ChainHead
 from .consent import policy
-from .contract import AssetUploaded, ContractError, Record, decode, utcnow
+from .contract import AssetKind, AssetUploaded, ContractError, Record, decode, utcnow
 from .contract.internal import (
     ConsentReview,
     ErasureRequest,
@@ -102,6 +103,7 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
     audit_topic = topic(k.topic_audit)
     asset_events = topic(k.topic_asset_events)
     subject_events = topic(k.topic_subject_events)
+    frames_topic = topic(k.topic_frames)
     by_name = {t.get_topic_name(): t for t in (tags_topic, audit_topic, asset_events, subject_events)}
     for extra in (k.topic_purges, k.topic_gallery):
         by_name[extra] = topic(extra)
@@ -186,6 +188,7 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
                 k.topic_enrollments,
                 k.topic_subject_events,
                 k.topic_asset_events,
+                k.topic_frames,
             ],
         ).start()
         return Services(store, analyzer, gallery, stage, join)
@@ -196,27 +199,42 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
 
     # --- recognize ----------------------------------------------------------------------------
 
+    async def recognize_one(event: faust.EventT, *, frames_routed: bool) -> None:
+        try:
+            asset = AssetUploaded.from_bytes(event.value)
+            if asset.kind is AssetKind.FRAME and asset.video_id and not frames_routed:
+                # The tracks of frame samples live in the memory of one worker (never on a
+                # topic): every frame of a video must reach the worker owning its video id.
+                await frames_topic.send(
+                    key=asset.video_id.encode(), value=event.value, headers=_forwarded(event)
+                )
+                return
+            observations = await svc().recognize.observe(asset)
+        except (ContractError, PermanentError) as exc:
+            await dead_letter(event, exc, "recognize")
+            metrics.ASSETS_PROCESSED.labels(stage="infer", outcome="dlq").inc()
+            return
+        except Exception as exc:  # a bug: see unexpected()
+            await unexpected(event, exc, "recognize")
+            return
+        await send(k.topic_asset_events, asset.asset_id, observations)
+        for subject_id, faces in sorted(observations.candidates().items()):
+            best = max(f.similarity or 0.0 for f in faces)
+            candidate = MatchCandidate(
+                subject_id, asset.asset_id, asset.etag, [f.face_id for f in faces], best
+            )
+            await send(k.topic_subject_events, subject_id, candidate)
+        metrics.ASSETS_PROCESSED.labels(stage="infer", outcome="ok").inc()
+
     @app.agent(assets_topic, concurrency=settings.recognition.in_flight, name="recognize")
     async def recognize(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            try:
-                asset = AssetUploaded.from_bytes(event.value)
-                observations = await svc().recognize.observe(asset)
-            except (ContractError, PermanentError) as exc:
-                await dead_letter(event, exc, "recognize")
-                metrics.ASSETS_PROCESSED.labels(stage="infer", outcome="dlq").inc()
-                continue
-            except Exception as exc:  # a bug: see unexpected()
-                await unexpected(event, exc, "recognize")
-                continue
-            await send(k.topic_asset_events, asset.asset_id, observations)
-            for subject_id, faces in sorted(observations.candidates().items()):
-                best = max(f.similarity or 0.0 for f in faces)
-                candidate = MatchCandidate(
-                    subject_id, asset.asset_id, asset.etag, [f.face_id for f in faces], best
-                )
-                await send(k.topic_subject_events, subject_id, candidate)
-            metrics.ASSETS_PROCESSED.labels(stage="infer", outcome="ok").inc()
+            await recognize_one(event, frames_routed=False)
+
+    @app.agent(frames_topic, concurrency=settings.recognition.in_flight, name="recognize-frames")
+    async def recognize_frames(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await recognize_one(event, frames_routed=True)
 
     # --- consent join -------------------------------------------------------------------------
 
@@ -247,14 +265,7 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
                     exc = ContractError(policy.contract_error_reason(exc))
                 await dead_letter(event, exc, "admit")
                 continue
-            origin = {
-                "origin_topic": message.topic,
-                "origin_partition": str(message.partition),
-                "origin_offset": str(message.offset),
-            }
-            await subject_events.send(
-                key=event.key, value=event.value, headers={h: v.encode() for h, v in origin.items()}
-            )
+            await subject_events.send(key=event.key, value=event.value, headers=_forwarded(event))
 
     @app.agent(subject_events, name="join")
     async def join(stream: faust.StreamT) -> None:
@@ -365,6 +376,17 @@ def _sender(send: Any) -> Any:
         await send(topic_name, key, record)
 
     return plain
+
+
+def _forwarded(event: faust.EventT) -> dict[str, bytes]:
+    """Headers for a record re-keyed onto an internal topic: where it first arrived."""
+    message = event.message
+    origin = {
+        "origin_topic": message.topic,
+        "origin_partition": str(message.partition),
+        "origin_offset": str(message.offset),
+    }
+    return {h: v.encode() for h, v in origin.items()}
 
 
 def _origin(event: faust.EventT) -> dict[str, str]:

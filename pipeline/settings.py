@@ -37,6 +37,8 @@ class KafkaSettings(_Section):
     topic_subject_events: str = "facegate.subject-events"  # key subject_id: the consent join's input
     topic_asset_events: str = "facegate.asset-events"  # key asset_id: the assembler's input
     topic_gallery: str = "facegate.gallery"  # compacted, key subject_id: gallery replica sync
+    # key video_id: frame samples re-keyed so that one worker sees every frame of a video
+    topic_frames: str = "facegate.frames"
     app_id: str = "facegate"  # consumer group of the workers; prefixes faust's changelog topics
 
 
