@@ -186,3 +186,9 @@ def test_params_from_triton_string_parameters() -> None:
     params = faces.Params.from_strings({"det_score": "0.5", "max_faces": "7", "detector_file": "x.onnx"})
     assert params.det_score == 0.5 and params.max_faces == 7 and isinstance(params.max_faces, int)
     assert params.nms_iou == faces.Params().nms_iou
+
+
+def test_postscript_is_never_handed_to_ghostscript() -> None:
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\nshowpage\n"
+    with pytest.raises(faces.ImageError, match="not an image"):
+        faces.decode_image(eps, 10**7)

@@ -56,6 +56,16 @@ _VARIANCE_CENTER = 0.1
 _VARIANCE_SIZE = 0.2
 
 
+# Formats never opened: EPS is rendered by running Ghostscript on the input (a known attack surface);
+# the others are metadata or scientific containers that only ever reach us as junk.
+_REFUSED_FORMATS = frozenset({"EPS", "IPTC", "BUFR", "GRIB", "HDF5", "MPEG", "WMF"})
+
+
+def _formats() -> list[str]:
+    Image.init()
+    return [f for f in Image.ID if f not in _REFUSED_FORMATS]
+
+
 class ImageError(ValueError):
     """The bytes are not an image this model can analyse; the message says why (for the client)."""
 
@@ -109,7 +119,7 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     if not data:
         raise ImageError("empty input (zero bytes)")
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=_formats())
     except Image.DecompressionBombError as exc:
         # Pillow's own bomb check (2 x Image.MAX_IMAGE_PIXELS) fired before ours could.
         raise ImageError(f"over pixel limit of {max_pixels} pixels: {exc}") from None
