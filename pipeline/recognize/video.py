@@ -122,6 +122,7 @@ class VideoRecognizer:
                     analyze,
                     batch_size=self.batch_size,
                     config=self.tracker,
+                    frame_log=False,
                 )
         # a video always has a frame (else Empty), so the model has answered at least once
         return result.tracks, batch.model_version or "", result.frames

@@ -30,7 +30,8 @@ class VideoFaces:
     tracks: list[Track]
     frames: int = 0  # frames sampled and analysed
     sightings: int = 0  # faces found over all frames
-    frame_tracks: list[tuple[int, list[str]]] = field(default_factory=list)  # time -> track ids
+    # time -> track ids of each sampled frame; grows with the video, so only kept on request
+    frame_tracks: list[tuple[int, list[str]]] = field(default_factory=list)
 
 
 def _batches(frames: Iterable[SampledFrame], size: int) -> Iterator[list[SampledFrame]]:
@@ -40,9 +41,10 @@ def _batches(frames: Iterable[SampledFrame], size: int) -> Iterator[list[Sampled
 
 
 class _Run:
-    def __init__(self, video_id: str, config: TrackerConfig | None) -> None:
-        self.builder = TrackBuilder(video_id, config)
+    def __init__(self, video_id: str, config: TrackerConfig | None, frame_log: bool) -> None:
+        self.builder = TrackBuilder(video_id, config, remember_frames=frame_log)
         self.result = VideoFaces(video_id, [])
+        self.frame_log = frame_log
 
     def feed(self, batch: Sequence[SampledFrame], faces: Sequence[Sequence[FrameFace]]) -> None:
         if len(faces) != len(batch):
@@ -51,7 +53,8 @@ class _Run:
             ids = self.builder.add_frame(frame.time_ms, found)
             self.result.frames += 1
             self.result.sightings += len(found)
-            self.result.frame_tracks.append((frame.time_ms, ids))
+            if self.frame_log:
+                self.result.frame_tracks.append((frame.time_ms, ids))
 
     def done(self) -> VideoFaces:
         self.result.tracks = self.builder.tracks
@@ -69,12 +72,15 @@ def track_video(
     batch_size: int = 8,
     prefetch: int = 2,
     config: TrackerConfig | None = None,
+    frame_log: bool = True,
 ) -> VideoFaces:
     """Tracks of a video; frames are decoded on a second thread while a batch is analysed.
 
     Errors from either side (a VideoError from the sampler, the model's own) are raised here.
+    ``frame_log=False`` leaves ``frame_tracks`` empty: memory then depends on the number of
+    tracks, not on the length of the video.
     """
-    run = _Run(video_id, config)
+    run = _Run(video_id, config, frame_log)
     handoff: queue.Queue[object] = queue.Queue(maxsize=max(1, prefetch))
     stop = threading.Event()
     source = _batches(frames, batch_size)
@@ -119,9 +125,10 @@ async def track_video_async(
     *,
     batch_size: int = 8,
     config: TrackerConfig | None = None,
+    frame_log: bool = True,
 ) -> VideoFaces:
     """The same for an event loop: decoding runs in a worker thread, one batch ahead."""
-    run = _Run(video_id, config)
+    run = _Run(video_id, config, frame_log)
     source = _batches(frames, batch_size)
     pending = asyncio.ensure_future(asyncio.to_thread(next, source, None))
     try:

@@ -158,9 +158,14 @@ def iou(a: BBox, b: BBox) -> float:
 class TrackBuilder:
     """Tracks of one video, built frame by frame."""
 
-    def __init__(self, video_id: str, config: TrackerConfig | None = None) -> None:
+    def __init__(
+        self, video_id: str, config: TrackerConfig | None = None, *, remember_frames: bool = True
+    ) -> None:
+        """``remember_frames=False``: frames come once, in time order (a video file), so the
+        ids given to each frame are not kept and memory does not grow with the video's length."""
         self.video_id = video_id
         self.config = config or TrackerConfig()
+        self._remember_frames = remember_frames
         self._tracks: list[Track] = []
         self._frames: dict[int, list[str]] = {}  # frame time -> track id of each face, in order
         self._newest_ms: int | None = None
@@ -216,7 +221,8 @@ class TrackBuilder:
             assigned[fi] = self._start(frame_time_ms, faces[fi], ordinal)
             ordinal += 1
         ids = [assigned[fi].track_id for fi in range(len(faces))]
-        self._frames[frame_time_ms] = ids
+        if self._remember_frames:
+            self._frames[frame_time_ms] = ids
         if latest:
             self._newest_ms = frame_time_ms
         return list(ids)

@@ -62,9 +62,12 @@ def upload_video(stack, data: bytes, name: str, content_type: str | None = None)
 
 def wait_tags(stack, topics: Watcher, asset_id: str, timeout: float = 120.0) -> AssetFaces:
     tags_topic = stack.settings.kafka.topic_tags
-    return topics.until(
-        lambda ms: (tags_of(ms, tags_topic, asset_id) or [None])[-1], timeout, f"AssetFaces for {asset_id}"
-    )
+
+    def latest(messages) -> AssetFaces | None:
+        tags = tags_of(messages, tags_topic, asset_id)
+        return tags[-1] if tags else None
+
+    return topics.until(latest, timeout, f"AssetFaces for {asset_id}")
 
 
 def wait_dlq(stack, topics: Watcher, key: str, timeout: float = 120.0):

@@ -78,6 +78,16 @@ def test_frames_go_in_order_in_batches_and_make_one_track() -> None:
     assert source.closed
 
 
+def test_without_a_frame_log_nothing_is_kept_per_frame() -> None:
+    """The pipeline's setting: memory grows with the tracks, not with the video's length."""
+    logged = track_video("v", Source(10), Model(Source(10)), batch_size=4)
+    result = track_video("v", Source(10), Model(Source(10)), batch_size=4, frame_log=False)
+    assert result.frame_tracks == [] and result.frames == 10
+    assert [(t.track_id, t.first_ms, t.last_ms, t.faces) for t in result.tracks] == [
+        (t.track_id, t.first_ms, t.last_ms, t.faces) for t in logged.tracks
+    ]
+
+
 def test_read_ahead_is_bounded() -> None:
     source = Source(200)
     model = Model(source)
