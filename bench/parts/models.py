@@ -1,0 +1,14 @@
+"""Part "models": bench/models.py (Triton vs bare onnxruntime vs face_recognition), as it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import models as faces_bench
+from bench.harness import Context
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    rounds = ctx.size(1, 3)
+    with ctx.phase(f"models: Triton (concurrency 8) vs bare, {rounds} round(s), then face_recognition"):
+        return faces_bench.run(rounds=rounds, concurrency=8, peer=True)
