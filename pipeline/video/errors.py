@@ -55,6 +55,12 @@ class TooLong(VideoError):
     reason = "too_long"
 
 
+class FrameTooLarge(VideoError):
+    """Frames of more pixels than settings.video.max_frame_pixels."""
+
+    reason = "frame_too_large"
+
+
 class TooLarge(VideoError):
     """Larger than settings.video.max_bytes."""
 

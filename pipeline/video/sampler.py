@@ -14,9 +14,11 @@ that really cuts to black.
 Frames are encoded as binary PPM (P6): no compression cost, and Pillow decodes it with a
 memcpy. They are upright: a display-matrix rotation (phone videos) is applied.
 
-Limits: ``max_bytes`` and ``max_duration_s`` are checked against the file and the container's
-declared duration when opened, and the duration again against decoded timestamps (a container
-may omit or understate its duration). Every failure is a ``VideoError`` with a stable reason.
+Limits: ``max_frame_pixels`` is checked against the coded size when opened (frames too large
+for the face model are never decoded); ``max_bytes`` and ``max_duration_s`` against the file and
+the container's declared duration when opened, and the duration again against decoded
+timestamps (a container may omit or understate its duration). Every failure is a ``VideoError``
+with a stable reason.
 """
 
 from __future__ import annotations
@@ -36,7 +38,16 @@ import numpy as np
 
 from pipeline.settings import VideoSettings, get_settings
 
-from .errors import Corrupt, Empty, NoVideoStream, TooLarge, TooLong, Truncated, UnsupportedCodec
+from .errors import (
+    Corrupt,
+    Empty,
+    FrameTooLarge,
+    NoVideoStream,
+    TooLarge,
+    TooLong,
+    Truncated,
+    UnsupportedCodec,
+)
 
 _THUMB = (64, 36)
 _HIST_BINS = 32
@@ -117,12 +128,17 @@ class VideoReader:
             raise TooLong(
                 f"declared duration {declared_ms / 1000:.1f} s exceeds {self._settings.max_duration_s:.0f} s"
             )
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width * height > self._settings.max_frame_pixels:
+            raise FrameTooLarge(
+                f"{width}x{height} frames exceed the limit of {self._settings.max_frame_pixels} pixels"
+            )
         rate = stream.average_rate
         return VideoInfo(
             container=self._container.format.name,
             codec=stream.codec_context.name,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
+            width=width,
+            height=height,
             duration_ms=declared_ms,
             average_fps=float(rate) if rate else None,
         )

@@ -218,6 +218,13 @@ def test_too_long_by_decoded_time_when_the_container_does_not_say(made: Path, tm
     assert seen and max(seen) <= 3000
 
 
+def test_frames_over_the_pixel_limit_before_any_decoding() -> None:
+    with pytest.raises(errors.FrameTooLarge, match="640x360"):
+        VideoReader(SINGLE_FACE, VideoSettings(max_frame_pixels=640 * 360 - 1))
+    with VideoReader(SINGLE_FACE, VideoSettings(max_frame_pixels=640 * 360)) as video:
+        assert (video.info.width, video.info.height) == (640, 360)
+
+
 def test_too_large_file() -> None:
     with pytest.raises(errors.TooLarge):
         VideoReader(SINGLE_FACE, VideoSettings(max_bytes=1000))
