@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput
 from tritonclient.utils import InferenceServerException
 
+from .. import metrics
 from ..errors import ConfigError
 from ..settings import Settings
 from .errors import BadImage, ImageAnalysisFailed, InferenceProtocolError, InferenceUnavailable
@@ -107,6 +109,22 @@ class TritonFaceClient:
             self._client = None
 
     async def analyze(self, image: bytes, *, request_id: str = "") -> FacesResult:
+        """All faces of one encoded image (timed in facegate_triton_request_* by outcome)."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self._analyze(image, request_id)
+            outcome = "ok"
+            metrics.TRITON_REQUEST_IMAGES.observe(1)
+            metrics.TRITON_REQUEST_FACES.observe(len(result.faces))
+            return result
+        except (BadImage, ImageAnalysisFailed):
+            outcome = "rejected"  # the model refused this image: bad input, not a failing server
+            raise
+        finally:
+            metrics.TRITON_REQUEST_DURATION.labels(outcome=outcome).observe(time.perf_counter() - started)
+
+    async def _analyze(self, image: bytes, request_id: str) -> FacesResult:
         """All faces of one encoded image.
 
         Raises BadImage when the model refuses the image and ImageAnalysisFailed when the model
