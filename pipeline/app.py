@@ -177,7 +177,7 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
             video=settings.video,
             batch_size=settings.triton.max_batch,
         )
-        join = ConsentJoin(settings, vault, gallery, stage.reference_faces)
+        join = ConsentJoin(settings, vault, gallery, stage.reference_faces, store.remove)
         GallerySync(settings, gallery, vault, name=worker_name).start()
         LagMonitor(
             k.bootstrap or "",
@@ -424,13 +424,19 @@ def _json(value: Any) -> Any:
 def run_worker(settings: Settings, worker_name: str) -> None:
     """Run one worker until SIGTERM: the faust agents plus the metrics endpoint."""
     from .kafka import ensure_topics
-    from .logs import configure_logging
+    from .logs import configure_logging, dict_config
 
+    configure_logging(settings.log_level)
     ensure_topics(settings)
     port = metrics.serve(settings.metrics.host, settings.metrics.port)
     app = build_app(settings, worker_name)
-    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
-    configure_logging(settings.log_level)
+    # faust replaces the root handlers when it starts: give it ours (JSON lines, redaction filter).
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level.lower(),
+        quiet=True,
+        logging_config=dict_config(settings.log_level),
+    )
     log.info("worker %s: metrics on %s:%d", worker_name, settings.metrics.host, port)
     started = time.monotonic()
     try:

@@ -89,6 +89,20 @@ class ObjectStore:
     async def read(self, bucket: str, key: str) -> bytes:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, bucket, key)
 
+    async def remove(self, bucket: str, key: str) -> None:
+        """Delete an object (gone already is fine); store failures are transient."""
+
+        def remove() -> None:
+            try:
+                self.client.remove_object(bucket, key)
+            except S3Error as exc:
+                if exc.code not in _GONE:
+                    raise ObjectStoreUnavailable(f"s3://{bucket}/{key}: {exc.code}") from exc
+            except Exception as exc:
+                raise self._classify(bucket, key, exc) from exc
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, remove)
+
     def stream(self, bucket: str, key: str, chunk: int = 1 << 20) -> Iterator[bytes]:
         """The object's bytes in chunks (blocking; for spooling videos to disk in a thread)."""
         try:

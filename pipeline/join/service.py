@@ -15,6 +15,7 @@ SubjectPurged is published, no AssetFaces naming the subject can follow it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -48,8 +49,9 @@ from ..contract.internal import (
 )
 from ..errors import PermanentError
 from ..gallery import GalleryIndex
+from ..recognize.retry import until_done
 from ..settings import Settings
-from ..vault import FaceprintVault
+from ..vault import FaceprintVault, UndecryptableError
 from .subject import PendingPurge, SubjectRecord
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,10 @@ _PURGE_REASON_TEXT = {
 
 class InvalidConsent(PermanentError):
     """A consent change the policy rejects; dead-lettered with the reasons."""
+
+
+class RemoveObject(Protocol):
+    async def __call__(self, bucket: str, key: str) -> None: ...
 
 
 class ReferenceFaces(Protocol):
@@ -88,12 +94,14 @@ class ConsentJoin:
         vault: FaceprintVault,
         gallery: GalleryIndex,
         reference_faces: ReferenceFaces,
+        remove_object: RemoveObject,
     ) -> None:
         self.settings = settings
         self.topics = settings.kafka
         self.vault = vault
         self.gallery = gallery
         self.reference_faces = reference_faces
+        self.remove_object = remove_object
         self.amber_window = timedelta(days=settings.privacy.amber_window_days)
 
     def decide(self, state: SubjectRecord, now: datetime) -> policy.Decision:
@@ -314,7 +322,11 @@ class ConsentJoin:
         if state.purge is not None:
             purge_id = state.purge.purge_id
         subject = state.subject_id
+        references = await self._references(subject)
         receipt = await asyncio.to_thread(self.vault.destroy_subject, subject)
+        for reference in references:
+            # The reference photos are the subject's personal data too: they go with the faceprints.
+            await until_done(functools.partial(self._remove_reference, reference), stage="purge")
         points = await self.gallery.delete_subject(subject)
         await fx.send(
             self.topics.topic_gallery, subject, GalleryChange(subject, GalleryAction.DELETE, 0, fx.now)
@@ -322,7 +334,12 @@ class ConsentJoin:
         await fx.audit(
             AuditAction.KEY_DESTROYED,
             subject_id=subject,
-            detail={"purge_id": purge_id, "gallery_points_deleted": points, **receipt.to_detail()},
+            detail={
+                "purge_id": purge_id,
+                "gallery_points_deleted": points,
+                "reference_photos_deleted": len(references),
+                **receipt.to_detail(),
+            },
         )
         revoked = sorted(state.named)
         if state.purge is None:
@@ -353,6 +370,17 @@ class ConsentJoin:
         state.faceprints = 0
         if not state.purge.remaining:
             await self.finish_purge(state, fx)
+
+    async def _remove_reference(self, reference: str) -> None:
+        bucket, _, key = reference.partition("/")
+        await self.remove_object(bucket, key)
+
+    async def _references(self, subject: str) -> list[str]:
+        try:
+            faceprints = await asyncio.to_thread(self.vault.faceprints, subject)
+        except UndecryptableError:
+            return []  # already shredded
+        return sorted({f.reference for f in faceprints})
 
     async def on_revocation_applied(self, state: SubjectRecord, ack: RevocationApplied, fx: Effects) -> None:
         purge = state.purge

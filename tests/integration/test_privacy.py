@@ -222,6 +222,13 @@ def test_purge_leaves_no_faceprint_no_key_no_name_and_a_receipt(stack, topics, p
     assert purge.faceprints_deleted == 2 and purge.key_destroyed
     assert all(f.subject_id is None for f in latest_tags(topics.messages, k.topic_tags)[asset_id].faces)
 
+    # The reference photos went with the faceprints.
+    from minio.error import S3Error
+
+    for name in ("obama2.jpg", "obama3.jpg"):
+        with pytest.raises(S3Error, match="NoSuchKey|does not exist"):
+            stack.s3().stat_object(stack.settings.s3.enrollment_bucket, f"{subject}/{name}")
+
     # The vault: no key, no faceprints; the backup's ciphertexts no longer decrypt.
     vault = open_vault(stack.settings)
     try:
