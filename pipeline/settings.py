@@ -100,6 +100,7 @@ class VideoSettings(_Section):
     max_bytes: int = Field(default=20 * 1024**3, ge=1)
     # a larger frame is refused before decoding (8K UHD is 33 MP; the face model refuses > 40 MP)
     max_frame_pixels: int = Field(default=40_000_000, ge=1)
+    spool_dir: Path | None = None  # where videos are copied to be read; None: the system temp dir
     # a scene cut is sampled unless a frame was sampled less than this long before
     scene_cut_min_gap_s: float = Field(default=0.2, ge=0)
     # face tracks: a face may be missing this long (2 samples at 2/s) and keep its track

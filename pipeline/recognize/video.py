@@ -109,6 +109,7 @@ class VideoRecognizer:
                         max_bytes=self.settings.max_bytes,
                         declared_size=asset.size,
                         name=asset.object_key,
+                        directory=self.settings.spool_dir,
                     )
                 )
 

@@ -7,4 +7,6 @@
   beside inference; process.BatchAnalyzer adapts the Triton client;
 - tracks.TrackBuilder: the tracks of one video, frame by frame, also for frame samples uploaded
   as separate images (key convention and state design in its docstring).
+
+pipeline/recognize/video.py wires them into the recognize stage (one observed face per track).
 """
