@@ -236,6 +236,10 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
         async for event in stream.events():
             await recognize_one(event, frames_routed=True)
 
+    @app.timer(60.0, name="forget-frame-tracks")
+    async def forget_frame_tracks() -> None:
+        svc().recognize.frames.expire()  # idle videos' track embeddings die in time, traffic or not
+
     # --- consent join -------------------------------------------------------------------------
 
     def audit_chain(partition: int) -> AuditChain:

@@ -109,6 +109,7 @@ class VideoSettings(_Section):
     track_min_iou: float = Field(default=0.3, gt=0, le=1)
     # frame samples: videos whose tracks a worker keeps in memory (least recently used dropped)
     frame_track_videos: int = Field(default=1024, ge=1)
+    frame_track_idle_s: float = Field(default=600.0, gt=0)  # ... and forgets one idle this long
 
 
 class StackSettings(_Section):

@@ -82,7 +82,7 @@ class RecognizeStage:
             similarity=lambda match: similarity(match, self.match_threshold),
             batch_size=self.batch_size,
         )
-        self.frames = FrameTracks(self.video, self.video.frame_track_videos)
+        self.frames = FrameTracks(self.video, self.video.frame_track_videos, self.video.frame_track_idle_s)
 
     async def analyze(self, data: bytes, request_id: str) -> FacesResult:
         check_pixels(data, self.limits.max_pixels)

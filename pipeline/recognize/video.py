@@ -11,18 +11,20 @@ A FRAME asset (one frame sample uploaded as an image) keeps its own AssetFaces; 
 track ids of a TrackBuilder per video id, kept in memory in a bounded LRU (``FrameTracks``), never
 in a table or topic (design invariant 2). Limits of that design:
 
-- frames of one video must reach the same worker (see pipeline/app.py for how FRAME assets are
-  routed);
-- a video evicted from the LRU, a worker restart or a partition moving to another worker starts
-  that video's tracks afresh: the next face gets a new track id even if it is the same person;
+- frames of one video must reach the same worker: the app re-keys FRAME assets by video id
+  onto settings.kafka.topic_frames, so one partition, hence one worker, sees all of them;
+- a video dropped from the LRU or idle for settings.video.frame_track_idle_s, a worker restart or
+  a partition moving to another worker starts that video's tracks afresh: the next face gets a
+  new track id even if it is the same person;
 - a redelivered frame changes no track (its ids are answered from memory) while its video is
-  in the LRU;
+  kept;
 - frames processed out of time order link by embedding alone (box overlap needs the order).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -153,26 +155,44 @@ class VideoRecognizer:
 
 
 class FrameTracks:
-    """Track ids for the faces of frame samples: a TrackBuilder per video id, the
-    ``capacity`` most recently used videos kept (in memory only; see the module docstring)."""
+    """Track ids for the faces of frame samples: a TrackBuilder per video id, in memory only
+    (see the module docstring). At most ``capacity`` videos are kept, the least recently used
+    dropped first, and a video is forgotten ``idle_s`` after its last frame, so the embeddings
+    its tracks hold (a withdrawn subject's among them) do not outlive the need for them."""
 
-    def __init__(self, settings: VideoSettings, capacity: int) -> None:
+    def __init__(
+        self,
+        settings: VideoSettings,
+        capacity: int,
+        idle_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._config = TrackerConfig.from_settings(settings)
         self._capacity = capacity
-        self._videos: OrderedDict[str, TrackBuilder] = OrderedDict()
+        self._idle_s = idle_s
+        self._clock = clock
+        self._videos: OrderedDict[str, tuple[TrackBuilder, float]] = OrderedDict()  # by last use
 
     def __len__(self) -> int:
         return len(self._videos)
 
+    def expire(self) -> int:
+        """Forget the videos idle for longer than ``idle_s``; returns how many."""
+        stale = self._clock() - self._idle_s
+        dropped = 0
+        while self._videos and next(iter(self._videos.values()))[1] < stale:
+            self._videos.popitem(last=False)
+            dropped += 1
+        return dropped
+
     def link(self, video_id: str, frame_time_ms: int, faces: Sequence[DetectedFace]) -> list[str | None]:
         """The track id of each face of one frame, in order; a frame seen before changes nothing
         (a replaced frame with another number of faces gets no track ids)."""
-        builder = self._videos.get(video_id)
-        if builder is None:
-            builder = self._videos[video_id] = TrackBuilder(video_id, self._config)
-            while len(self._videos) > self._capacity:
-                self._videos.popitem(last=False)
-        self._videos.move_to_end(video_id)
+        self.expire()
+        builder = self._videos.pop(video_id, (None, 0.0))[0] or TrackBuilder(video_id, self._config)
+        self._videos[video_id] = (builder, self._clock())
+        while len(self._videos) > self._capacity:
+            self._videos.popitem(last=False)
         found = [
             FrameFace(bbox=(f.box.x, f.box.y, f.box.w, f.box.h), det_score=f.det_score, embedding=f.embedding)
             for f in faces

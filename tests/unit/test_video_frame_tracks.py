@@ -22,7 +22,7 @@ def _face(x: float, person: int) -> DetectedFace:
 
 
 def test_the_same_person_keeps_a_track_across_frames_of_one_video() -> None:
-    tracks = FrameTracks(VideoSettings(), capacity=4)
+    tracks = FrameTracks(VideoSettings(), capacity=4, idle_s=600)
     (first,) = tracks.link("v1", 0, [_face(100, 0)])
     (second,) = tracks.link("v1", 500, [_face(110, 0)])
     a, b = tracks.link("v1", 1000, [_face(120, 0), _face(400, 1)])
@@ -32,14 +32,14 @@ def test_the_same_person_keeps_a_track_across_frames_of_one_video() -> None:
 
 
 def test_frames_out_of_order_link_by_embedding() -> None:
-    tracks = FrameTracks(VideoSettings(), capacity=4)
+    tracks = FrameTracks(VideoSettings(), capacity=4, idle_s=600)
     (late,) = tracks.link("v1", 1000, [_face(300, 0)])
     (early,) = tracks.link("v1", 500, [_face(100, 0)])
     assert early == late
 
 
 def test_a_redelivered_frame_changes_nothing() -> None:
-    tracks = FrameTracks(VideoSettings(), capacity=4)
+    tracks = FrameTracks(VideoSettings(), capacity=4, idle_s=600)
     ids = tracks.link("v1", 0, [_face(100, 0), _face(400, 1)])
     assert tracks.link("v1", 0, [_face(100, 0), _face(400, 1)]) == ids
     # a replaced frame with another number of faces gets no track ids rather than wrong ones
@@ -47,7 +47,7 @@ def test_a_redelivered_frame_changes_nothing() -> None:
 
 
 def test_least_recently_used_videos_are_dropped() -> None:
-    tracks = FrameTracks(VideoSettings(), capacity=2)
+    tracks = FrameTracks(VideoSettings(), capacity=2, idle_s=600)
     (v1,) = tracks.link("v1", 0, [_face(100, 0)])
     (v2,) = tracks.link("v2", 0, [_face(100, 0)])
     tracks.link("v1", 500, [_face(100, 0)])  # v1 used again: v2 is the oldest
@@ -59,3 +59,16 @@ def test_least_recently_used_videos_are_dropped() -> None:
     # documented limit)
     (v2_later,) = tracks.link("v2", 500, [_face(100, 0)])
     assert v2_later != v2
+
+
+def test_a_video_idle_too_long_is_forgotten() -> None:
+    now = [1000.0]
+    tracks = FrameTracks(VideoSettings(), capacity=4, idle_s=60, clock=lambda: now[0])
+    (first,) = tracks.link("v1", 0, [_face(100, 0)])
+    tracks.link("v2", 0, [_face(100, 0)])
+    now[0] += 30
+    tracks.link("v2", 500, [_face(100, 0)])
+    now[0] += 45  # v1 idle 75 s, v2 45 s
+    assert tracks.expire() == 1 and len(tracks) == 1
+    (again,) = tracks.link("v1", 500, [_face(100, 0)])
+    assert again != first  # its tracks (and their embeddings) are gone
