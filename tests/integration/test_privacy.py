@@ -226,7 +226,7 @@ def test_purge_leaves_no_faceprint_no_key_no_name_and_a_receipt(stack, topics, p
     from minio.error import S3Error
 
     for name in ("obama2.jpg", "obama3.jpg"):
-        with pytest.raises(S3Error, match="NoSuchKey|does not exist"):
+        with pytest.raises(S3Error, match=r"NoSuchKey|does not exist"):
             stack.s3().stat_object(stack.settings.s3.enrollment_bucket, f"{subject}/{name}")
 
     # The vault: no key, no faceprints; the backup's ciphertexts no longer decrypt.
