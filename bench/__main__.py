@@ -32,8 +32,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run in minutes")
     parser.add_argument("--only", choices=sorted(PARTS), help="run this part only")
     parser.add_argument("--out", type=Path, default=OUT, help="where results, plots and report go")
+    parser.add_argument(
+        "--render", type=Path, metavar="RESULTS_JSON", help="only rewrite the report from these"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        publish(saved, args.out, whole="--only" not in saved["command"])
+        return 0
     ctx = Context(quick=args.quick, out=args.out)
     names = [args.only] if args.only else list(PARTS)
     run: dict[str, Any] = {
@@ -66,16 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     run["versions"] |= ctx.versions
     run["parts"] = ctx.results
     (args.out / "results.json").write_text(json.dumps(run, indent=2) + "\n")
-    plots = plot(run, args.out)
-    (args.out / "report.md").write_text(render(run, plots, plot_dir=""))
-    if not args.only:
+    publish(run, args.out, whole=not args.only)
+    ctx.say(f"report: {args.out / 'report.md'}" + ("" if args.only else " and bench/report.md"))
+    return 1 if failed else 0
+
+
+def publish(run: dict[str, Any], out: Path, whole: bool) -> None:
+    """Plots and report.md into ``out``; a run of every part also into bench/report.md + bench/plots/."""
+    plots = plot(run, out)
+    (out / "report.md").write_text(render(run, plots, plot_dir=""))
+    if whole:
         published = ROOT / "bench" / "plots"
         published.mkdir(exist_ok=True)
         for name in plots:
-            shutil.copy(args.out / name, published / name)
+            shutil.copy(out / name, published / name)
         (ROOT / "bench" / "report.md").write_text(render(run, plots, plot_dir="plots/"))
-    ctx.say(f"report: {args.out / 'report.md'}" + ("" if args.only else " and bench/report.md"))
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -31,6 +31,11 @@ def _ratio(a: Any, b: Any) -> str:
     return f"{a / b:.2f}x" if a and b else "n/a"
 
 
+def _span(values: Any) -> str:
+    items = sorted(values)
+    return f"{items[0]}" if items[0] == items[-1] else f"{items[0]}-{items[-1]}"
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
@@ -216,11 +221,16 @@ def _models(f: dict[str, Any], parts: dict[str, Any], plots: list[str], plot_dir
             rows,
         ),
         "**What limits it.** Both facegate contenders run the same RetinaFace + dlib-ResNet ONNX models "
-        "under onnxruntime on the 2 CPU cores; Triton adds gRPC, the python backend's stub process and "
-        "shared-memory hand-off, and competes with the client for the same cores, so on this machine it "
-        f"can at best match the bare figure (measured {_ratio(t.get('images_per_s'), bare)} of it). "
-        "face_recognition's HOG detector at upsample 1 and dlib's own ResNet are slower per image and find "
-        "fewer of the labelled faces. On a GPU Triton's batching would pay off; here the CPU is the limit.",
+        "under onnxruntime on the 2 CPU cores; Triton adds gRPC, the python backend's stub process and the "
+        "shared-memory hand-off, and its server competes with the client for the same cores, so on this "
+        "machine it can at best match the bare figure "
+        f"(measured {_ratio(t.get('images_per_s'), bare)} of it); "
+        f"its request latency (p50 {t.get('request_p50_ms')} ms with {t.get('concurrency')} in flight) is "
+        "queueing for those cores. face_recognition spends its time in dlib's HOG detector and dlib's own "
+        f"ResNet: {_ratio(peer, bare)} of the bare rate, with recall "
+        f"{_fmt(_get(f, 'face_recognition', 'recall_iou_0.4'))} against "
+        f"{_fmt(_get(f, 'bare', 'recall_iou_0.4'))} on these labelled faces. Dynamic batching on a GPU is "
+        "not measured here: this machine has none.",
         "",
     ]
 
@@ -280,6 +290,7 @@ def _e2e(f: dict[str, Any], parts: dict[str, Any], plots: list[str], plot_dir: s
     triton = _get(parts, "models", "triton", "images_per_s")
     peer = _get(parts, "models", "face_recognition", "images_per_s")
     burst = f.get("burst", {})
+    loop1: dict[str, Any] = next(iter(f.get("closed_loop", [])), {})
 
     def row(label: str, r: dict[str, Any], offered: Any) -> list[Any]:
         h = r.get("worker_histogram", {})
@@ -335,14 +346,20 @@ def _e2e(f: dict[str, Any], parts: dict[str, Any], plots: list[str], plot_dir: s
     ]
     out += [
         "",
-        "**What limits it.** Inference: the worker sends every photo to Triton, which runs the model on the "
-        "same 2 cores as SeaweedFS, noida-db, the bridge, the faust worker and the uploading client. The "
-        f"end-to-end maximum is {_ratio(burst.get('images_per_s'), triton)} of Triton alone; "
-        "the rest goes to "
-        "those other processes (S3 put and fetch, JPEG decode in the backend, Kafka hops, the consent join "
-        "and assembler in Python). Under a burst, latency is queueing: up to recognition.in_flight (16) "
-        "assets are in flight at once and share the CPU, so tags arrive in waves. At 50 % and 90 % of the "
-        "maximum the queue stays short and latency is close to the one-at-a-time figure.",
+        "**What limits it.** The CPU: every photo is decoded and analysed by Triton on the same 2 cores "
+        "that also run SeaweedFS, noida-db, the bridge, the faust worker (Qdrant search, consent join, "
+        "assembler) and the uploading client, while other engineers' work shared them too. The end-to-end "
+        f"maximum is {_ratio(burst.get('images_per_s'), triton)} of Triton alone (part 1 used its own 22 "
+        "photos, this part every test photo at the same 1024 px, so the mix of faces differs a little); "
+        "the difference is those other processes' share of the cores. Under the burst, latency is "
+        f"queueing (p50 {_fmt(burst.get('p50_s'))} s against {_fmt(_get(loop1, 'p50_s'))} s one at a time): "
+        "up to recognition.in_flight (16) assets are in flight per worker and share the CPU, so their tags "
+        "arrive in waves. Paced below the maximum, the queue stays short: "
+        + "; ".join(
+            f"at {r['share_of_max']:.0%} p50 {_fmt(r['p50_s'])} s, p99 {_fmt(r['p99_s'])} s"
+            for r in f.get("paced", [])
+        )
+        + ".",
         "",
     ]
     return out
@@ -354,14 +371,14 @@ def _purge(f: dict[str, Any], parts: dict[str, Any], plots: list[str], plot_dir:
     rows = []
     for c in cases:
         runs = c["runs"]
-        real = sorted({r["real_assets"] for r in runs})
-        seeded = sorted({r["seeded_assets"] for r in runs})
+        real = _span(r["real_assets"] for r in runs)
+        seeded = _span(r["seeded_assets"] for r in runs)
         absorbed = max(r["seed_absorbed_s"] for r in runs)
         rows.append(
             [
                 c["assets"],
                 c["repeats"],
-                f"{'/'.join(map(str, real))} real + {'/'.join(map(str, seeded))} seeded",
+                f"{real} real + {seeded} seeded",
                 c["purge"]["p50_s"],
                 c["purge"]["p99_s"],
                 c["last_tag"]["p50_s"],
@@ -409,12 +426,13 @@ def _purge(f: dict[str, Any], parts: dict[str, Any], plots: list[str], plot_dir:
         "",
         "**What limits it.** The fixed part (the 1-asset case) is the worker's own round trips: the admit "
         "agent re-keys the withdrawal, the join destroys the subject's key and deletes their gallery points "
-        "(Qdrant local mode counts and deletes by a payload filter by scanning every point, so the filler "
-        "size shows up here), then the assembler re-emits each asset and acknowledges it back to the join. "
-        "The part that grows with the assets is per asset and sequential: one revocation, one re-emitted tag "
-        "awaited on the broker, one acknowledgement, each through a faust agent on one worker, and the "
-        "subject's table entry (with its list of assets still to acknowledge) is rewritten on every "
-        "acknowledgement. With p99 from only a handful of runs per case, p99 is close to the worst run.",
+        "(in Qdrant local mode a count or delete by payload filter checks every point, so the filler adds "
+        "to it), then the assembler re-emits the asset and acknowledges it back to the join. The part that "
+        "grows with the assets is per asset and sequential on one worker: one revocation, one re-emitted "
+        "tag whose delivery the assembler awaits, one acknowledgement back to the join, whose table entry "
+        "for the subject (with the list of assets still to acknowledge) is rewritten on each. Seeding goes "
+        "through the same single sequence, each candidate rewriting the entry with every asset named so far. "
+        "The 2 shared cores set the absolute figures; p99 from a handful of runs is close to the worst run.",
         "",
     ]
     return out
