@@ -101,8 +101,10 @@ class GallerySync:
                 return
             if not faceprints:
                 return
-            pairs = [(f.record_id, f.vector) for f in faceprints]
-            model_version = faceprints[-1].model_version
+            # The newest model's faceprints only: after a re-embedding the old ones stay in the
+            # vault (until the subject is purged) but must not be compared with new embeddings.
+            model_version = max(faceprints, key=lambda f: f.created_at).model_version
+            pairs = [(f.record_id, f.vector) for f in faceprints if f.model_version == model_version]
             future = asyncio.run_coroutine_threadsafe(
                 self._gallery.upsert(change.subject_id, pairs, model_version), self._loop
             )

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import signal
 import time
 import uuid
@@ -448,6 +449,41 @@ def test_no_embedding_of_an_unmatched_face_is_persisted_and_none_crosses_kafka(s
     assert files_containing(data_dir / "qdrant", consented), "the scan cannot see Qdrant's storage"
     print(f"scanned {len(topic_bytes)} records and {data_dir} in {time.monotonic() - started:.1f}s")
     # erase the subject so other tests' galleries stay clean
+    from pipeline.contract.internal import ErasureRequest
+
+    publisher.send(
+        k.topic_subject_events,
+        subject,
+        ErasureRequest(uuid.uuid4().hex, subject, PurgeReason.ERASURE_REQUEST, utcnow(), "test"),
+        internal=True,
+    )
+    wait_purge(stack, topics, subject)
+
+
+def test_gallery_is_rebuilt_from_the_vault(stack, topics, publisher):
+    """Qdrant is an index: drop a worker's replica entirely, `facegate reindex`, and matching works."""
+    import subprocess
+    import sys
+
+    k = stack.settings.kafka
+    subject = f"S-{uuid.uuid4().hex[:10]}"
+    enroll(stack, publisher, subject, [OBAMA / "obama2.jpg"])
+    wait_audit(topics, subject, "ENROLLED")
+    with worker_stopped(stack) as qdrant_path:
+        shutil.rmtree(qdrant_path)
+    env = {**os.environ, "FACEGATE_DATA_DIR": str(stack.data_dir)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "reindex"], env=env, capture_output=True, text=True, check=True
+    )
+    assert "subject(s)" in done.stdout, done.stdout + done.stderr
+    key = f"reindex/{uuid.uuid4().hex[:6]}/obama.jpg"
+    put(stack, key, (OBAMA / "obama.jpg").read_bytes())
+    tags = topics.until(
+        lambda ms: next((t for t in tags_of(ms, k.topic_tags, f"{stack.bucket}/{key}") if t.faces), None),
+        90,
+        "tags after the rebuild",
+    )
+    assert tags.faces[0].subject_id == subject and tags.faces[0].status is FaceStatus.GREEN
     from pipeline.contract.internal import ErasureRequest
 
     publisher.send(
