@@ -59,7 +59,8 @@ class TritonSettings(_Section):
     model: str = "facegate_faces"
     timeout_s: float = Field(default=30.0, gt=0)
     retries: int = Field(default=8, ge=0)
-    instances: int = Field(default=1, ge=1)  # embedded server: model instance count
+    # images per request batch from the client (video frames); the server's dynamic batching and
+    # instance count are set in triton_models/facegate_faces/config.pbtxt
     max_batch: int = Field(default=8, ge=1)
 
 
