@@ -86,12 +86,13 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
         broker_session_timeout=10,  # noida-db refuses < 6 s
         # Static membership: a worker restarted under its name takes its partitions straight back
         # instead of waiting for the group to notice the old process is gone (noida-db never does).
-        consumer_group_instance_id=f"{k.app_id}-{worker_name}",
+        consumer_group_instance_id=f"{k.app_id}-{worker_name}" if k.static_membership else None,
         broker_heartbeat_interval=1,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         web_enabled=False,  # metrics are served by prometheus-client (pipeline/metrics.py)
-        stream_wait_empty=False,
+        # stream_wait_empty stays True: on a rebalance or stop, events being processed finish first.
+        # (False would cancel them, and faust acks a cancelled event: it would be lost.)
     )
 
     def topic(name: str) -> faust.TopicT:

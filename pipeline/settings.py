@@ -40,6 +40,10 @@ class KafkaSettings(_Section):
     # key video_id: frame samples re-keyed so that one worker sees every frame of a video
     topic_frames: str = "facegate.frames"
     app_id: str = "facegate"  # consumer group of the workers; prefixes faust's changelog topics
+    # Static group membership (group.instance.id = app_id-worker name): a worker restarted under
+    # its name takes its partitions straight back. A static member does not leave the group when
+    # it stops, so turn it off for workers that are scaled away rather than restarted.
+    static_membership: bool = True
 
 
 class S3Settings(_Section):

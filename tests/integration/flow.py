@@ -212,12 +212,14 @@ def worker_env(stack: Any) -> dict[str, str]:
 
 
 @contextmanager
-def extra_worker(stack: Any, name: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def extra_worker(
+    stack: Any, name: str, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """A second worker process in the same consumer group (scale-out)."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "worker", "--name", name],
-            env=worker_env(stack),
+            env={**worker_env(stack), **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,

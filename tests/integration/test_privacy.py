@@ -16,7 +16,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,7 +36,6 @@ from flow import (
     put,
     tags_of,
     withdraw,
-    worker_pid,
 )
 from qdrant_client import QdrantClient
 
@@ -184,12 +182,11 @@ def test_withdrawal_race_200_trials(stack, topics, publisher):
 @contextmanager
 def worker_stopped(stack) -> Iterator[Path]:
     """Stop the worker (it owns the local Qdrant path), yield that path, start it again."""
-    pid = worker_pid(stack)
-    assert pid is not None
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while worker_pid(stack) is not None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    from pipeline.stack import state as stack_state
+    from pipeline.stack.procs import stop
+
+    part = stack_state.load(Path(stack.data_dir)).parts["worker"]
+    assert part.process is not None and stop(part.process, timeout_s=60)
     try:
         yield Path(stack.data_dir) / "qdrant" / "worker-1"
     finally:
