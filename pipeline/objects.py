@@ -15,7 +15,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from .errors import PermanentError, TransientError
+from .errors import PermanentError, StackError, TransientError
 from .settings import Settings
 
 T = TypeVar("T")
@@ -37,7 +37,7 @@ class ObjectStoreUnavailable(TransientError):
 def s3_client(settings: Settings) -> Minio:
     s3 = settings.s3
     if not s3.endpoint:
-        raise ValueError("s3.endpoint is not set (start the stack with `facegate up`)")
+        raise StackError("s3: no endpoint; run `facegate up` or set FACEGATE_S3__ENDPOINT")
     http = urllib3.PoolManager(maxsize=32, timeout=urllib3.Timeout(connect=2.0, read=30.0), retries=False)
     return Minio(
         s3.endpoint,

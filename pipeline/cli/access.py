@@ -15,11 +15,12 @@ from ..audit import by_chain_seq, verify
 from ..contract import AuditRecord, Face, SubjectPurged, utcnow
 from ..errors import StackError
 from ..kafka.io import read_all
+from ..objects import s3_client
 from ..settings import Settings
 from ..vault import vault_dir
 from ..vault.sqlite import SqliteBlobStore, SqliteKeyStore
 from . import render
-from .common import bootstrap, connected_settings, s3_client
+from .common import bootstrap, connected_settings
 from .history import (
     ConsentView,
     audit_of,

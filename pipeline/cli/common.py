@@ -7,7 +7,6 @@ import os
 from datetime import UTC, date, datetime
 
 import click
-from minio import Minio
 
 from ..errors import StackError
 from ..kafka.io import EventProducer
@@ -46,19 +45,6 @@ def bootstrap(settings: Settings) -> str:
 
 def producer(settings: Settings) -> EventProducer:
     return EventProducer(bootstrap(settings))
-
-
-def s3_client(settings: Settings) -> Minio:
-    s3 = settings.s3
-    if not s3.endpoint:
-        raise StackError("s3: no endpoint; run `facegate up` or set FACEGATE_S3__ENDPOINT")
-    return Minio(
-        s3.endpoint,
-        access_key=s3.access_key,
-        secret_key=s3.secret_key.get_secret_value(),
-        secure=s3.secure,
-        region=s3.region,
-    )
 
 
 def operator() -> str:

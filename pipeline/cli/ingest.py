@@ -20,7 +20,8 @@ from tqdm import tqdm
 from urllib3.exceptions import HTTPError
 
 from ..errors import StackError
-from .common import connected_settings, s3_client
+from ..objects import s3_client
+from .common import connected_settings
 
 # Leading bytes of the formats the face model and the video sampler read.
 _SIGNATURES: tuple[tuple[int, bytes, str], ...] = (

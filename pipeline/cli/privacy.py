@@ -35,9 +35,10 @@ from ..contract import (
 from ..contract.internal import ErasureRequest
 from ..errors import FacegateError, StackError
 from ..kafka.io import end_offsets, read_all, read_topic
+from ..objects import s3_client
 from ..settings import Settings
 from . import render
-from .common import When, bootstrap, connected_settings, operator, producer, s3_client
+from .common import When, bootstrap, connected_settings, operator, producer
 from .history import ConsentView, audit_detail, consent_view, purges_of
 from .ingest import media_type
 
