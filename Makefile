@@ -22,7 +22,7 @@ run: venv system-deps models data ## start the embedded stack and the pipeline, 
 	$(PY) -m pipeline.demo
 
 test: venv system-deps models data ## the whole test suite on the real embedded stack
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 unit: venv system-deps data ## unit tests only (no servers; uses promtool and the test photos/videos)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
