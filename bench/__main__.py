@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.render:
         saved = json.loads(args.render.read_text())
+        if args.note:
+            saved["note"] = args.note
         publish(saved, args.out, whole="--only" not in saved["command"])
         return 0
     ctx = Context(quick=args.quick, out=args.out)
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": load_average(),
         "versions": versions(),
     }
+    if args.note:
+        run["note"] = args.note
     ctx.say(f"bench ({run['mode']}): {', '.join(names)}; load average {run['load_average_start']}")
     failed = []
     for name in names:

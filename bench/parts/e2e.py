@@ -16,11 +16,13 @@ timestamp (both on this machine's clock).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
 
 from pipeline.contract import AssetFaces
+from pipeline.inference import TritonFaceClient
 
 from ..embedded import (
     Photo,
@@ -128,6 +130,34 @@ class Runner:
         )
 
 
+def triton_alone(stack: Stack, photos: list[Photo], concurrency: int = 8) -> dict[str, Any]:
+    """The stack's own Triton fed the same photos directly (no S3, Kafka or worker), at once
+    after the burst: the limit for the end-to-end rate under the same machine load."""
+
+    async def go() -> tuple[int, float]:
+        grpc = stack.settings.triton.grpc_url
+        assert grpc, "the embedded stack reports its tritonserver's gRPC address"
+        async with TritonFaceClient(grpc, model=stack.settings.triton.model, timeout_s=300) as client:
+            gate = asyncio.Semaphore(concurrency)
+
+            async def one(photo: Photo) -> int:
+                async with gate:
+                    return len((await client.analyze(photo.jpeg)).faces)
+
+            start = time.perf_counter()
+            faces = sum(await asyncio.gather(*(one(p) for p in photos)))
+            return faces, time.perf_counter() - start
+
+    faces, seconds = asyncio.run(go())
+    return {
+        "concurrency": concurrency,
+        "images": len(photos),
+        "faces": faces,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(len(photos) / seconds, 3),
+    }
+
+
 def run(ctx: Context) -> dict[str, Any]:
     photos = photos_1024()
     burst_n = ctx.size(24, 200)
@@ -148,6 +178,8 @@ def run(ctx: Context) -> dict[str, Any]:
             out["burst"]["worker_histogram"] = histogram_quantiles(
                 before, scrape_histogram(metrics, UPLOAD_TO_TAG)
             )
+        with ctx.phase(f"e2e: the stack's Triton alone, the {len(photos)} photos, 8 in flight"):
+            out["triton_alone"] = triton_alone(stack, photos)
         out["closed_loop"] = []
         for clients in levels:
             with ctx.phase(f"e2e: closed loop, {clients} client(s), {per_level} uploads"):
