@@ -243,10 +243,10 @@ def histogram_quantiles(
         for i, (bound, count) in enumerate(zip(bounds, counts, strict=True)):
             if count >= rank:
                 lower, below = (bounds[i - 1], counts[i - 1]) if i else (0.0, 0.0)
-                if bound == float("inf"):
-                    value = lower
+                if bound == float("inf"):  # beyond the top bucket: only a lower bound is known
+                    out[f"p{round(q * 100)}_s"] = f">{lower:g}"
                 else:
                     value = lower + (bound - lower) * (rank - below) / max(count - below, 1e-9)
-                out[f"p{round(q * 100)}_s"] = round(value, 3)
+                    out[f"p{round(q * 100)}_s"] = round(value, 3)
                 break
     return out

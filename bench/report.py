@@ -56,7 +56,8 @@ def plot(run: dict[str, Any], out: Path) -> list[str]:
         ax.plot([r["clients"] for r in loop], [r["images_per_s"] for r in loop], "o-", label="end to end")
         refs = [
             ("burst (max sustained, e2e)", _get(e2e, "burst", "images_per_s"), "C0"),
-            ("Triton alone, concurrency 8", _get(parts, "models", "triton", "images_per_s"), "C1"),
+            ("the stack's Triton alone, 8 in flight", _get(e2e, "triton_alone", "images_per_s"), "C4"),
+            ("Triton, part 1 (earlier)", _get(parts, "models", "triton", "images_per_s"), "C1"),
             ("same model bare, in process", _get(parts, "models", "bare", "images_per_s"), "C2"),
             ("face_recognition 1.3.0", _get(parts, "models", "face_recognition", "images_per_s"), "C3"),
         ]
