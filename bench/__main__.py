@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--render", type=Path, metavar="RESULTS_JSON", help="only rewrite the report from these"
     )
+    parser.add_argument("--note", help="a line for the top of the report (with --render: added to it)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.render:
