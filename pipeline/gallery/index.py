@@ -111,8 +111,9 @@ class QdrantGallery:
         """Replace the subject's points with these (vault record id, faceprint) pairs.
 
         The point id is the vault's record id (a UUID), so index and vault name a faceprint alike.
+        The new points are written over the old ones first and only then are the subject's other
+        points dropped, so a search running meanwhile never finds the subject missing.
         """
-        await self.delete_subject(subject_id)
         points = [
             models.PointStruct(
                 id=record_id,
@@ -123,6 +124,17 @@ class QdrantGallery:
         ]
         if points:
             await self._call("upsert", self._client.upsert, self._collection, points, wait=True)
+        stale = models.Filter(
+            must=[models.FieldCondition(key="subject_id", match=models.MatchValue(value=subject_id))],
+            must_not=[models.HasIdCondition(has_id=[p.id for p in points])] if points else None,
+        )
+        await self._call(
+            "delete",
+            self._client.delete,
+            self._collection,
+            points_selector=models.FilterSelector(filter=stale),
+            wait=True,
+        )
         return len(points)
 
     async def delete_subject(self, subject_id: str) -> int:

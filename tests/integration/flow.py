@@ -105,8 +105,19 @@ class Watcher:
         self._consumer.close()
 
 
+_DECODED: dict[tuple[str, int, int], AssetFaces] = {}
+
+
+def faces_of(message: Message) -> AssetFaces:
+    """The AssetFaces of a tags message, decoded once (tests poll the same messages many times)."""
+    where = (message.topic, message.partition, message.offset)
+    if where not in _DECODED:
+        _DECODED[where] = AssetFaces.from_bytes(message.value)
+    return _DECODED[where]
+
+
 def tags_of(messages: list[Message], tags_topic: str, asset_id: str) -> list[AssetFaces]:
-    return [AssetFaces.from_bytes(m.value) for m in messages if m.topic == tags_topic and m.key == asset_id]
+    return [faces_of(m) for m in messages if m.topic == tags_topic and m.key == asset_id]
 
 
 def latest_tags(messages: list[Message], tags_topic: str) -> dict[str, AssetFaces]:
@@ -114,7 +125,7 @@ def latest_tags(messages: list[Message], tags_topic: str) -> dict[str, AssetFace
     view: dict[str, AssetFaces] = {}
     for m in messages:
         if m.topic == tags_topic:
-            view[m.key] = AssetFaces.from_bytes(m.value)
+            view[m.key] = faces_of(m)
     return view
 
 
