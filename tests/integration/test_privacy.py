@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
 import json
 import os
 import random
@@ -185,6 +186,17 @@ def worker_stopped(stack) -> Iterator[Path]:
 
     part = stack_state.load(Path(stack.data_dir)).parts["worker"]
     assert part.process is not None and stop(part.process, timeout_s=60)
+    # stop() returns right after a SIGKILL; the local store's lock goes when the kernel reaps it.
+    lock = Path(stack.data_dir) / "qdrant" / "worker-1" / ".lock"
+    deadline = time.monotonic() + 30
+    while lock.exists() and time.monotonic() < deadline:
+        try:
+            with open(lock, "r+") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+            break
+        except BlockingIOError:
+            time.sleep(0.2)
     try:
         yield Path(stack.data_dir) / "qdrant" / "worker-1"
     finally:
