@@ -81,7 +81,7 @@ def audit_records(messages) -> list[AuditRecord]:
     return [AuditRecord.from_bytes(m.value) for m in messages if m.topic == "facegate.audit"]
 
 
-def wait_audit(topics: Watcher, subject: str, action: str, timeout: float = 60.0) -> AuditRecord:
+def wait_audit(topics: Watcher, subject: str, action: str, timeout: float = 150.0) -> AuditRecord:
     return topics.until(
         lambda ms: next(
             (r for r in audit_records(ms) if r.subject_id == subject and r.action == action), None
@@ -91,7 +91,7 @@ def wait_audit(topics: Watcher, subject: str, action: str, timeout: float = 60.0
     )
 
 
-def wait_purge(stack, topics: Watcher, subject: str, timeout: float = 60.0):
+def wait_purge(stack, topics: Watcher, subject: str, timeout: float = 150.0):
     purges = stack.settings.kafka.topic_purges
     return topics.until(
         lambda ms: next((m for m in ms if m.topic == purges and m.key == subject), None),
