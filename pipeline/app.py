@@ -4,7 +4,7 @@
                       │         └──> facegate.subject-events (MatchCandidate, key subject_id)
                       └─ FRAME assets ─> facegate.frames (key video_id) ─> recognize-frames (as above)
     facegate.consent + facegate.enrollments ─> admit ──> facegate.subject-events (re-keyed)
-    facegate.subject-events ─> join (table: subjects)
+    facegate.subject-events ─> join (tables: subjects, subject-assets)
                     ──> facegate.asset-events (SubjectDecision), facegate.gallery, facegate.audit,
                         facegate.purges
     facegate.asset-events ─> assemble (table: assets) ──> facegate.tags
@@ -46,6 +46,7 @@ from .gallery import QdrantGallery, open_gallery
 from .gallery.sync import GallerySync
 from .inference import TritonFaceClient
 from .ingest.notifications import MalformedNotification, Scope, normalise
+from .join.ledger import AssetLedger
 from .join.service import ConsentJoin, Effects, InvalidConsent
 from .join.subject import SubjectRecord
 from .lag import LagMonitor
@@ -117,6 +118,7 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
     )
 
     subjects = app.Table("subjects", default=None, partitions=k.partitions)
+    subject_assets = app.Table("subject-assets", default=None, partitions=k.partitions)  # join/ledger.py
     asset_states = app.Table("assets", default=None, partitions=k.partitions)
     services: dict[str, Services] = {}
 
@@ -285,7 +287,8 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
                 await dead_letter(event, exc, "join")
                 continue
             saved = subjects.get(subject_id)
-            state = SubjectRecord.from_dict(saved) if saved else SubjectRecord(subject_id)
+            ledger = AssetLedger(subject_assets, subject_id)
+            state = SubjectRecord.from_dict(saved, ledger) if saved else SubjectRecord(subject_id, ledger)
             chain = audit_chain(partition)
             fx = Effects(send=_sender(send), audit=auditor(chain), now=utcnow())
             try:

@@ -169,7 +169,7 @@ class ConsentJoin:
             cause = f"expired:{state.consent.changed_at.isoformat() if state.consent else ''}"
             await self.start_purge(state, PurgeReason.EXPIRED, cause, fx)
             return
-        for asset_id, etag in sorted(state.named.items()):
+        for asset_id, etag in state.assets.named().items():
             await fx.send(
                 self.topics.topic_asset_events,
                 asset_id,
@@ -262,9 +262,9 @@ class ConsentJoin:
     async def on_candidate(self, state: SubjectRecord, candidate: MatchCandidate, fx: Effects) -> None:
         decision = self.decide(state, fx.now)
         if decision.may_name:
-            state.named[candidate.asset_id] = candidate.etag
+            state.assets.name(candidate.asset_id, candidate.etag)
         else:
-            state.named.pop(candidate.asset_id, None)
+            state.assets.unname(candidate.asset_id)
         await fx.send(
             self.topics.topic_asset_events,
             candidate.asset_id,
@@ -341,32 +341,30 @@ class ConsentJoin:
                 **receipt.to_detail(),
             },
         )
-        revoked = sorted(state.named)
         if state.purge is None:
             state.purge = PendingPurge(
                 purge_id=purge_id,
                 reason=reason,
                 started_at=time.time(),
-                assets=revoked,
-                remaining=list(revoked),
+                remaining=0,
                 faceprints_deleted=receipt.faceprints_deleted,
                 key_destroyed=receipt.key_destroyed,
             )
             metrics.PURGES_PENDING.inc()
         else:
             # A second cause while the first purge waits for acknowledgements: one purge, one proof.
-            state.purge.assets = sorted({*state.purge.assets, *revoked})
-            state.purge.remaining = sorted({*state.purge.remaining, *revoked})
             state.purge.faceprints_deleted += receipt.faceprints_deleted
             state.purge.key_destroyed = state.purge.key_destroyed or receipt.key_destroyed
+        purge_id = state.purge.purge_id
+        revoked, awaited = state.assets.revoke_named(purge_id)
+        state.purge.remaining += awaited
         text = _PURGE_REASON_TEXT[reason]
-        for asset_id in sorted(state.named):
+        for asset_id in revoked:
             await fx.send(
                 self.topics.topic_asset_events,
                 asset_id,
                 SubjectDecision(asset_id, ANY_VERSION, subject, FaceStatus.RED, text, [], purge_id),
             )
-        state.named = {}
         state.faceprints = 0
         if not state.purge.remaining:
             await self.finish_purge(state, fx)
@@ -384,20 +382,23 @@ class ConsentJoin:
 
     async def on_revocation_applied(self, state: SubjectRecord, ack: RevocationApplied, fx: Effects) -> None:
         purge = state.purge
-        if purge is None or ack.purge_id != purge.purge_id or ack.asset_id not in purge.remaining:
-            return  # a redelivered acknowledgement
-        purge.remaining.remove(ack.asset_id)
-        if not purge.remaining:
+        if purge is None or ack.purge_id != purge.purge_id:
+            return  # an acknowledgement of a purge already proven, redelivered
+        if not state.assets.acknowledge(purge.purge_id, ack.asset_id):
+            return  # redelivered
+        purge.remaining -= 1
+        if purge.remaining <= 0:
             await self.finish_purge(state, fx)
 
     async def finish_purge(self, state: SubjectRecord, fx: Effects) -> None:
         purge = state.purge
         assert purge is not None
+        assets = state.assets.revoked(purge.purge_id)
         purged = SubjectPurged(
             event_id=purge.purge_id,
             subject_id=state.subject_id,
             reason=purge.reason,
-            asset_ids=list(purge.assets),
+            asset_ids=assets,
             faceprints_deleted=purge.faceprints_deleted,
             key_destroyed=purge.key_destroyed,
             purged_at=fx.now,
@@ -409,7 +410,7 @@ class ConsentJoin:
             detail={
                 "purge_id": purge.purge_id,
                 "reason": purge.reason.value,
-                "asset_ids": list(purge.assets),
+                "asset_ids": assets,
                 "faceprints_deleted": purge.faceprints_deleted,
                 "key_destroyed": purge.key_destroyed,
             },
@@ -418,6 +419,7 @@ class ConsentJoin:
             state.consent = policy.mark_purged(state.consent, fx.now)
         state.purged.append(purge.purge_id)
         state.purge = None
+        state.assets.close(purge.purge_id)
         metrics.PURGES_PENDING.dec()
         metrics.PURGES.labels(reason=purged.reason.value.lower()).inc()
         metrics.PURGE_DURATION.observe(max(0.0, time.time() - purge.started_at))

@@ -1,7 +1,8 @@
 """What the consent join keeps per subject, as a JSON-able value for a faust Table.
 
-It holds consent state, which assets currently name the subject, and an unfinished purge —
-never faceprints: those live encrypted in the vault and indexed in the gallery.
+It holds consent state and an unfinished purge, never faceprints: those live encrypted in the
+vault and indexed in the gallery. Which assets name the subject is kept beside it, one table key
+per asset (see ledger.py), so that this entry stays small however many assets name them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from ..consent.policy import ConsentState
 from ..contract import PurgeReason
+from .ledger import AssetLedger
 
 
 @dataclass
@@ -20,8 +22,7 @@ class PendingPurge:
     purge_id: str
     reason: PurgeReason
     started_at: float  # epoch seconds, for the purge latency
-    assets: list[str]  # every asset that named the subject: listed in SubjectPurged
-    remaining: list[str]  # those whose revocation is not acknowledged yet
+    remaining: int  # revocations not acknowledged yet (the ledger lists the assets)
     faceprints_deleted: int
     key_destroyed: bool
 
@@ -36,8 +37,8 @@ class PendingPurge:
 @dataclass
 class SubjectRecord:
     subject_id: str
+    assets: AssetLedger  # which assets name them; its own table keys, not part of to_dict()
     consent: ConsentState | None = None
-    named: dict[str, str] = field(default_factory=dict)  # asset_id -> etag of the naming version
     purge: PendingPurge | None = None
     faceprints: int = 0  # reference faceprints held in the vault
     purged: list[str] = field(default_factory=list)  # ids of completed purges (idempotency)
@@ -49,7 +50,6 @@ class SubjectRecord:
         return {
             "subject_id": self.subject_id,
             "consent": self.consent.to_dict() if self.consent else None,
-            "named": dict(self.named),
             "purge": self.purge.to_dict() if self.purge else None,
             "faceprints": self.faceprints,
             "purged": list(self.purged[-20:]),
@@ -57,11 +57,11 @@ class SubjectRecord:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SubjectRecord:
+    def from_dict(cls, data: dict[str, Any], assets: AssetLedger) -> SubjectRecord:
         return cls(
             subject_id=data["subject_id"],
+            assets=assets,
             consent=ConsentState.from_dict(data["consent"]) if data.get("consent") else None,
-            named=dict(data.get("named", {})),
             purge=PendingPurge.from_dict(data["purge"]) if data.get("purge") else None,
             faceprints=int(data.get("faceprints", 0)),
             purged=list(data.get("purged", [])),
