@@ -10,12 +10,18 @@ qdrant-client's local mode under the data dir. Local mode allows one process per
 worker keeps its own replica and follows the gallery topic (see ``pipeline/gallery/sync.py``).
 The client is synchronous; calls run on one dedicated thread so the event loop never blocks and
 local mode is never entered twice at once.
+
+Local mode has no payload index: a count or delete by subject tests every point (~4 s at
+100,000 points on a busy core). Being the only process that can open its store, it keeps the
+subject -> point ids map itself, read once at open and changed by every write it makes, so a
+purge deletes by id. A server keeps a payload index on subject_id and deletes by filter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,6 +67,21 @@ class QdrantGallery:
         self._threshold = threshold
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdrant")
         self._ensure_collection()
+        # Local mode: subject -> its point ids, used and changed only on the qdrant thread.
+        self._points: dict[str, set[str]] | None = self._read_points() if local else None
+
+    def _read_points(self) -> dict[str, set[str]]:
+        points: dict[str, set[str]] = {}
+        total = self._client.count(self._collection, exact=True).count
+        if total:
+            # One page: local mode sorts every id on each scroll call.
+            records, _ = self._client.scroll(
+                self._collection, limit=total + 1, with_payload=["subject_id"], with_vectors=False
+            )
+            for record in records:
+                if record.payload:
+                    points.setdefault(str(record.payload["subject_id"]), set()).add(_point_id(record.id))
+        return points
 
     def _ensure_collection(self) -> None:
         if not self._client.collection_exists(self._collection):
@@ -122,6 +143,9 @@ class QdrantGallery:
             )
             for record_id, vector in faceprints
         ]
+        if self._points is not None:
+            await self._call("upsert", self._replace_local, subject_id, points)
+            return len(points)
         if points:
             await self._call("upsert", self._client.upsert, self._collection, points, wait=True)
         stale = models.Filter(
@@ -137,8 +161,23 @@ class QdrantGallery:
         )
         return len(points)
 
+    def _replace_local(self, subject_id: str, points: list[models.PointStruct]) -> None:
+        assert self._points is not None
+        if points:
+            self._client.upsert(self._collection, points, wait=True)
+        keep = {_point_id(p.id) for p in points}
+        stale = self._points.get(subject_id, set()) - keep
+        if stale:
+            self._client.delete(self._collection, models.PointIdsList(points=sorted(stale)), wait=True)
+        if keep:
+            self._points[subject_id] = keep
+        else:
+            self._points.pop(subject_id, None)
+
     async def delete_subject(self, subject_id: str) -> int:
         """Delete every point of the subject; returns how many there were."""
+        if self._points is not None:
+            return int(await self._call("delete", self._delete_local, subject_id))
         before = await self.count(subject_id)
         if before:
             await self._call(
@@ -149,6 +188,14 @@ class QdrantGallery:
                 wait=True,
             )
         return before
+
+    def _delete_local(self, subject_id: str) -> int:
+        assert self._points is not None
+        ids = self._points.get(subject_id, set())
+        if ids:
+            self._client.delete(self._collection, models.PointIdsList(points=sorted(ids)), wait=True)
+        self._points.pop(subject_id, None)
+        return len(ids)
 
     async def count(self, subject_id: str | None = None) -> int:
         flt = _subject_filter(subject_id) if subject_id else None
@@ -176,6 +223,11 @@ class QdrantGallery:
     def close(self) -> None:
         self._thread.shutdown(wait=True)
         self._client.close()
+
+
+def _point_id(point_id: Any) -> str:
+    """Qdrant's form of a UUID point id (it normalises what it is given)."""
+    return str(uuid.UUID(str(point_id)))
 
 
 def _subject_filter(subject_id: str) -> models.Filter:

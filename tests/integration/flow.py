@@ -25,11 +25,13 @@ from pipeline.contract import (
     ConsentChange,
     LegalBasis,
     ObjectRef,
+    PurgeReason,
     Record,
     SubjectEnrollment,
     decode,
     utcnow,
 )
+from pipeline.contract.internal import ErasureRequest
 from pipeline.stack import state as stack_state
 from pipeline.stack.procs import is_running
 
@@ -181,6 +183,42 @@ def withdraw(subject: str) -> ConsentChange:
 def enrollment(subject: str, bucket: str, keys: list[str]) -> SubjectEnrollment:
     return SubjectEnrollment(
         uuid.uuid4().hex, subject, [ObjectRef(bucket, k) for k in keys], utcnow(), "dpo@test"
+    )
+
+
+def enroll_consenting(
+    stack: Any, topics: Watcher, publisher: Publisher, subject: str, references: dict[str, bytes]
+) -> None:
+    """Explicit consent, the reference photos (name -> JPEG) enrolled; returns once ENROLLED."""
+    k = stack.settings.kafka
+    bucket = stack.settings.s3.enrollment_bucket
+    publisher.send(k.topic_consent, subject, grant(subject))
+    keys = []
+    for name, data in references.items():
+        keys.append(f"refs/{subject}/{name}")
+        put(stack, keys[-1], data, bucket=bucket)
+    publisher.send(k.topic_enrollments, subject, enrollment(subject, bucket, keys))
+    topics.until(
+        lambda ms: any(
+            m.topic == k.topic_audit and m.key == subject and m.record().action == "ENROLLED" for m in ms
+        ),
+        150,  # a worker restarted by the test before may still be rejoining the group
+        f"enrollment of {subject}",
+    )
+
+
+def erase(stack: Any, topics: Watcher, publisher: Publisher, subject: str, by: str = "test") -> Message:
+    """An erasure request on the join's input (as `facegate erase` sends it); returns the SubjectPurged.
+
+    Tests erase the subjects they enroll, so that other tests' galleries stay clean.
+    """
+    k = stack.settings.kafka
+    request = ErasureRequest(uuid.uuid4().hex, subject, PurgeReason.ERASURE_REQUEST, utcnow(), by)
+    publisher.send(k.topic_subject_events, subject, request, internal=True)
+    return topics.until(
+        lambda ms: next((m for m in ms if m.topic == k.topic_purges and m.key == subject), None),
+        150,
+        f"SubjectPurged for {subject}",
     )
 
 

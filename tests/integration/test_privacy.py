@@ -32,6 +32,7 @@ from flow import (
     Publisher,
     Watcher,
     enrollment,
+    erase,
     faces_of,
     grant,
     latest_tags,
@@ -466,16 +467,7 @@ def test_no_embedding_of_an_unmatched_face_is_persisted_and_none_crosses_kafka(s
     # ...while the same scan finds it where it lawfully is, the gallery: the scan can see it.
     assert files_containing(data_dir / "qdrant", consented), "the scan cannot see Qdrant's storage"
     print(f"scanned {len(topic_bytes)} records and {data_dir} in {time.monotonic() - started:.1f}s")
-    # erase the subject so other tests' galleries stay clean
-    from pipeline.contract.internal import ErasureRequest
-
-    publisher.send(
-        k.topic_subject_events,
-        subject,
-        ErasureRequest(uuid.uuid4().hex, subject, PurgeReason.ERASURE_REQUEST, utcnow(), "test"),
-        internal=True,
-    )
-    wait_purge(stack, topics, subject)
+    erase(stack, topics, publisher, subject)
 
 
 def test_gallery_is_rebuilt_from_the_vault(stack, topics, publisher):
@@ -511,12 +503,4 @@ def test_gallery_is_rebuilt_from_the_vault(stack, topics, publisher):
             break
         time.sleep(2)
     assert tags.faces[0].subject_id == subject and tags.faces[0].status is FaceStatus.GREEN
-    from pipeline.contract.internal import ErasureRequest
-
-    publisher.send(
-        k.topic_subject_events,
-        subject,
-        ErasureRequest(uuid.uuid4().hex, subject, PurgeReason.ERASURE_REQUEST, utcnow(), "test"),
-        internal=True,
-    )
-    wait_purge(stack, topics, subject)
+    erase(stack, topics, publisher, subject)

@@ -25,8 +25,8 @@ from flow import (
     PHOTOS,
     Publisher,
     Watcher,
-    enrollment,
-    grant,
+    enroll_consenting,
+    erase,
     latest_tags,
     put,
     tags_of,
@@ -34,8 +34,7 @@ from flow import (
 )
 from PIL import Image
 
-from pipeline.contract import AssetFaces, FaceStatus, PurgeReason, utcnow
-from pipeline.contract.internal import ErasureRequest
+from pipeline.contract import AssetFaces, FaceStatus, utcnow
 from pipeline.inference import TritonFaceClient
 from pipeline.stack import up
 
@@ -94,27 +93,10 @@ def analyze_directly(stack, path: Path):
 @pytest.fixture
 def consenting_subject(stack, topics, publisher) -> Iterator[str]:
     """A subject with explicit consent, enrolled from one reference photo; erased afterwards."""
-    k = stack.settings.kafka
     subject = f"S-{uuid.uuid4().hex[:10]}"
-    publisher.send(k.topic_consent, subject, grant(subject))
-    ref_key = f"refs/{subject}/obama2.jpg"
-    put(stack, ref_key, (OBAMA / "obama2.jpg").read_bytes())
-    publisher.send(k.topic_enrollments, subject, enrollment(subject, stack.bucket, [ref_key]))
-    topics.until(
-        lambda ms: any(
-            m.topic == k.topic_audit and m.key == subject and m.record().action == "ENROLLED" for m in ms
-        ),
-        60,
-        "enrollment",
-    )
+    enroll_consenting(stack, topics, publisher, subject, {"obama2.jpg": (OBAMA / "obama2.jpg").read_bytes()})
     yield subject
-    publisher.send(
-        k.topic_subject_events,
-        subject,
-        ErasureRequest(uuid.uuid4().hex, subject, PurgeReason.ERASURE_REQUEST, utcnow(), "test-teardown"),
-        internal=True,
-    )
-    topics.until(lambda ms: any(m.topic == k.topic_purges and m.key == subject for m in ms), 60, "purge")
+    erase(stack, topics, publisher, subject, by="test-teardown")
 
 
 def iou(a, b) -> float:

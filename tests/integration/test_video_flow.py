@@ -20,11 +20,19 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from flow import PHOTOS, Publisher, Watcher, enrollment, grant, put, tags_of, worker_pid
+from flow import (
+    PHOTOS,
+    Publisher,
+    Watcher,
+    enroll_consenting,
+    erase,
+    put,
+    tags_of,
+    worker_pid,
+)
 from PIL import Image
 
-from pipeline.contract import AssetFaces, AssetKind, FaceStatus, PurgeReason, utcnow
-from pipeline.contract.internal import ErasureRequest
+from pipeline.contract import AssetFaces, AssetKind, FaceStatus
 from pipeline.settings import VideoSettings
 from pipeline.video.sampler import SampledFrame, sample_frames
 from pipeline.video.tracks import frame_key
@@ -128,30 +136,13 @@ def audio_only(src: Path) -> bytes:
 def video_subject(stack, topics, publisher) -> Iterator[str]:
     """The person of single_face.mp4 with explicit consent, enrolled from one still frame of the
     clip; erased afterwards so that other tests' galleries stay clean."""
-    k = stack.settings.kafka
     subject = f"V-{uuid.uuid4().hex[:10]}"
-    publisher.send(k.topic_consent, subject, grant(subject))
     frames = sample_frames(SINGLE_FACE, VideoSettings())
     still = next(frames)
     frames.close()
-    ref_key = f"refs/{subject}/still-{still.time_ms}.jpg"
-    put(stack, ref_key, jpeg(still))
-    publisher.send(k.topic_enrollments, subject, enrollment(subject, stack.bucket, [ref_key]))
-    topics.until(
-        lambda ms: any(
-            m.topic == k.topic_audit and m.key == subject and m.record().action == "ENROLLED" for m in ms
-        ),
-        60,
-        "enrollment",
-    )
+    enroll_consenting(stack, topics, publisher, subject, {f"still-{still.time_ms}.jpg": jpeg(still)})
     yield subject
-    publisher.send(
-        k.topic_subject_events,
-        subject,
-        ErasureRequest(uuid.uuid4().hex, subject, PurgeReason.ERASURE_REQUEST, utcnow(), "test-teardown"),
-        internal=True,
-    )
-    topics.until(lambda ms: any(m.topic == k.topic_purges and m.key == subject for m in ms), 60, "purge")
+    erase(stack, topics, publisher, subject, by="test-teardown")
 
 
 def test_one_face_on_screen_gives_one_track_spanning_the_clip(stack, topics):
