@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from .cli.common import bootstrap, connected_settings
-from .contract import AssetFaces, SubjectPurged
+from .contract import AssetFaces
 from .kafka.io import read_all
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,19 +88,8 @@ def main() -> None:
     )
     show(view)
 
-    facegate("consent", "withdraw", subject)
-    deadline = time.monotonic() + 60
-    purge = None
-    while purge is None and time.monotonic() < deadline:
-        purges = [m for m in read_all(bootstrap(settings), settings.kafka.topic_purges) if m.key == subject]
-        purge = SubjectPurged.from_bytes(purges[-1].value) if purges else None
-        time.sleep(0.5)
-    if purge is None:
-        sys.exit("no SubjectPurged within 60 s: see `facegate status` and the worker log")
-    print(
-        f"\nSubjectPurged: {purge.faceprints_deleted} faceprint(s) deleted, key destroyed: "
-        f"{purge.key_destroyed}, revoked on {len(purge.asset_ids)} asset(s)."
-    )
+    # --wait prints the erasure receipt: it is written only once every tag naming them is revoked.
+    facegate("consent", "withdraw", subject, "--wait", "--timeout", "60")
     print("Tags now:")
     show(wait_for_tags(settings, assets))
     facegate("audit", "verify")

@@ -61,6 +61,16 @@ def _subject_arg(_ctx: click.Context, _param: click.Parameter, value: str) -> st
 subject_argument = click.argument("subject", callback=_subject_arg)
 by_option = click.option("--by", "by", default=None, help="Who records this (default: your login name).")
 
+wait_timeout = click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120.0,
+    metavar="SECONDS",
+    show_default=True,
+    help="How long --wait waits, in seconds.",
+)
+
 
 def _send(settings: Settings, topic: str, key: str, record: Record) -> None:
     out = producer(settings)
@@ -176,13 +186,15 @@ def consent_grant(
 
 @consent_group.command("withdraw")
 @subject_argument
+@click.option("--wait", is_flag=True, help="Wait for the erasure receipt (SubjectPurged) and print it.")
+@wait_timeout
 @by_option
-def consent_withdraw(subject: str, by: str | None) -> None:
+def consent_withdraw(subject: str, wait: bool, timeout_s: float, by: str | None) -> None:
     """Withdraw SUBJECT's consent: the worker purges their faceprints and untags every asset.
 
     The basis and scopes are taken from the current consent. The subject's reference photos
-    are deleted from the enrollment bucket at once. Follow the erasure receipt with
-    `facegate tail purges --follow`.
+    are deleted from the enrollment bucket at once. With --wait, prints the erasure receipt
+    once the worker has revoked every tag (or follow `facegate tail purges --follow`).
     """
     settings = connected_settings(kafka=True, s3=True)
     view = _consent(settings, subject)
@@ -202,10 +214,13 @@ def consent_withdraw(subject: str, by: str | None) -> None:
         recorded_at=now,
         recorded_by=by or operator(),
     )
+    start = end_offsets(bootstrap(settings), settings.kafka.topic_purges) if wait else {}
     _send(settings, settings.kafka.topic_consent, subject, change)
     click.echo(f"sent: {render.consent_text(change)[0]}")
     removed = _remove_references(settings, subject)
     click.echo(f"deleted {removed} reference photo(s) of {subject} from {settings.s3.enrollment_bucket}")
+    if wait:
+        _print_receipt(settings, subject, start, timeout_s)
 
 
 def _no_consent(view: ConsentView) -> str:
@@ -297,17 +312,6 @@ def _is_enrollment_answer(subject: str, event_id: str) -> Callable[[Record], boo
     return matches
 
 
-wait_timeout = click.option(
-    "--timeout",
-    "timeout_s",
-    type=click.FloatRange(min=0, min_open=True),
-    default=120.0,
-    metavar="SECONDS",
-    show_default=True,
-    help="How long --wait waits, in seconds.",
-)
-
-
 @click.command("enroll")
 @subject_argument
 @click.argument(
@@ -372,16 +376,23 @@ def erase_command(subject: str, wait: bool, timeout_s: float, by: str | None) ->
     request = ErasureRequest(
         str(uuid.uuid4()), subject, PurgeReason.ERASURE_REQUEST, utcnow(), by or operator()
     )
-    topic = settings.kafka.topic_purges
-    start = end_offsets(bootstrap(settings), topic) if wait else {}
+    start = end_offsets(bootstrap(settings), settings.kafka.topic_purges) if wait else {}
     _send(settings, settings.kafka.topic_subject_events, subject, request)
     click.echo(f"sent erasure request {request.event_id} for {subject}")
     removed = _remove_references(settings, subject)
     click.echo(f"deleted {removed} reference photo(s) of {subject} from {settings.s3.enrollment_bucket}")
-    if not wait:
-        return
+    if wait:
+        _print_receipt(settings, subject, start, timeout_s)
+
+
+def _print_receipt(settings: Settings, subject: str, start: dict[int, int], timeout_s: float) -> None:
+    """Wait for the subject's SubjectPurged after the offsets in ``start``, and print it."""
     receipt = _await(
-        settings, topic, start, timeout_s, lambda r: isinstance(r, SubjectPurged) and r.subject_id == subject
+        settings,
+        settings.kafka.topic_purges,
+        start,
+        timeout_s,
+        lambda r: isinstance(r, SubjectPurged) and r.subject_id == subject,
     )
     if not isinstance(receipt, SubjectPurged):
         raise FacegateError(f"no erasure receipt within {timeout_s:.0f} s; is `facegate worker` running?")

@@ -292,14 +292,12 @@ def test_withdraw_takes_basis_from_the_current_consent_and_leads_to_a_purge(
     )
     run("enroll", subject, str(PHOTOS / "biden.jpg"), "--wait", "--timeout", "180")
 
-    withdrawn = run("consent", "withdraw", subject, "--by", "dpo@test")
+    withdrawn = run("consent", "withdraw", subject, "--by", "dpo@test", "--wait", "--timeout", "180")
     assert "WITHDRAWN  CONTRACT  scopes intranet" in withdrawn.stdout
     assert "deleted 1 reference photo(s)" in withdrawn.stdout
-
-    def receipt() -> list[dict[str, Any]]:
-        return [m["record"] for m in json_lines(run("tail", "purges", "--json")) if m["key"] == subject]
-
-    (purge,) = until(f"the purge receipt of {subject}", receipt, timeout_s=180)
+    assert f"purge {subject}  reason WITHDRAWN" in withdrawn.stdout
+    assert "1 faceprint(s) deleted  key destroyed yes" in withdrawn.stdout
+    (purge,) = [m["record"] for m in json_lines(run("tail", "purges", "--json")) if m["key"] == subject]
     assert (purge["reason"], purge["faceprints_deleted"], purge["key_destroyed"]) == ("WITHDRAWN", 1, True)
 
     shown = json.loads(run("consent", "show", subject, "--json").stdout)
