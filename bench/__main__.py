@@ -1,7 +1,7 @@
 """`python -m bench` (`make bench`): every benchmark of facegate, one report.
 
-    python -m bench              full sizes: parts 1-3 take ~15 min on 2 busy cores; the purge part's
-                                 10,000-asset case did not finish in 10 min here (see bench/report.md)
+    python -m bench              full sizes: parts 1-3 take ~15 min on 2 busy cores, the purge part
+                                 (100,000-point gallery, a subject on up to 10,000 assets) longer
     python -m bench --quick      small sizes: a smoke run in minutes
     python -m bench --only NAME  one part: models, video, e2e or purge
 

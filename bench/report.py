@@ -449,13 +449,15 @@ def _purge(f: dict[str, Any], parts: dict[str, Any], plots: list[str], plot_dir:
     out += [
         "",
         "**What limits it.** The fixed part (the 1-asset case) is the worker's own round trips: the admit "
-        "agent re-keys the withdrawal, the join destroys the subject's key and deletes their gallery points "
-        "(in Qdrant local mode a count or delete by payload filter checks every point, so the filler adds "
-        "to it), then the assembler re-emits the asset and acknowledges it back to the join. The part that "
-        "grows with the assets is per asset and sequential on one worker: one revocation, one re-emitted "
-        "tag whose delivery the assembler awaits, one acknowledgement back to the join, whose table entry "
-        "for the subject (with the list of assets still to acknowledge) is rewritten on each. Seeding goes "
-        "through the same single sequence, each candidate rewriting the entry with every asset named so far. "
+        "agent re-keys the withdrawal, the join destroys the subject's key, deletes their reference photos "
+        "and their gallery points (by id: the local replica keeps each subject's point ids, so the filler "
+        "does not add to it), then the assembler re-emits the asset and acknowledges it back to the join. "
+        "The part that grows with the assets is per asset and sequential on one worker: one revocation, one "
+        "re-emitted tag whose delivery the assembler awaits before acknowledging it (so that the receipt can "
+        "never precede a revocation), one acknowledgement back to the join, which writes one table key per "
+        "asset (the join's state holds one entry per subject and asset, so no write grows with the "
+        "number of assets). Seeding goes through the same sequence: one decision and one audit record per "
+        "asset. "
         "The 2 shared cores set the absolute figures; p99 from a handful of runs is close to the worst run.",
         "",
     ]

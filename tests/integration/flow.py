@@ -57,6 +57,7 @@ class Watcher:
     """Reads topics from the beginning (every partition, no consumer group) and keeps every message."""
 
     def __init__(self, config: dict[str, Any], topics: list[str]) -> None:
+        self.bootstrap = str(config["bootstrap.servers"])
         self._consumer = Consumer(
             {**config, "group.id": f"test-{uuid.uuid4().hex}", "enable.auto.commit": False}
         )
@@ -97,8 +98,22 @@ class Watcher:
             if found:
                 return found
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what or predicate}; {self.worker_progress()}"
+                )
             self.poll(0.3)
+
+    def worker_progress(self) -> str:
+        """What the workers' group has left to read (a timeout's first clue: stuck, or just slow)."""
+        from pipeline.lag import LagMonitor
+
+        topics = [f"facegate.{t}" for t in ("consent", "enrollments", "subject-events", "asset-events")]
+        try:
+            lags = LagMonitor(self.bootstrap, "facegate", topics).poll_once()
+        except Exception as exc:  # a diagnostic must not hide the timeout
+            return f"group lag unknown ({exc})"
+        behind = {f"{t}[{p}]": n for (t, p), n in sorted(lags.items()) if n}
+        return f"group 'facegate' lag: {behind or 'none'}"
 
     def on(self, topic: str) -> list[Message]:
         return [m for m in self.messages if m.topic == topic]

@@ -83,13 +83,15 @@ def audit_records(messages) -> list[AuditRecord]:
 
 
 def wait_audit(topics: Watcher, subject: str, action: str, timeout: float = 150.0) -> AuditRecord:
-    return topics.until(
-        lambda ms: next(
-            (r for r in audit_records(ms) if r.subject_id == subject and r.action == action), None
-        ),
-        timeout,
-        f"{action} for {subject}",
-    )
+    def found(ms):
+        for r in audit_records(ms):
+            if r.subject_id == subject and r.action == action:
+                return r
+            if action == "ENROLLED" and r.subject_id == subject and r.action == "ENROLLMENT_REFUSED":
+                raise AssertionError(f"enrollment of {subject} refused: {r.detail}")
+        return None
+
+    return topics.until(found, timeout, f"{action} for {subject}")
 
 
 def wait_purge(stack, topics: Watcher, subject: str, timeout: float = 150.0):
