@@ -167,6 +167,7 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def open_services() -> Services:
+        started = time.monotonic()
         analyzer = TritonFaceClient.from_settings(settings)
         store = ObjectStore(s3_client(settings), settings.recognition.max_object_bytes)
         gallery = open_gallery(settings, replica=worker_name)
@@ -194,6 +195,8 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
                 k.topic_frames,
             ],
         ).start()
+        # The first line of a worker's own after faust's "Ready": its clients are open.
+        log.info("worker %s: services open in %.1f s", worker_name, time.monotonic() - started)
         return Services(store, analyzer, gallery, stage, join)
 
     @app.task
