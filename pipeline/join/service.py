@@ -139,6 +139,8 @@ class ConsentJoin:
         state.consent = policy.apply(state.consent, change)
         if already:
             return
+        about = {"subject_id": change.subject_id, "stage": "join"}
+        log.info("consent %s applied", change.action.value, extra=about)
         await fx.audit(
             AuditAction.CONSENT_CHANGED,
             subject_id=change.subject_id,
@@ -196,6 +198,7 @@ class ConsentJoin:
             # The consent may still be on its way (no order between topics): hold the request,
             # compute nothing, and decide when the consent arrives.
             state.deferred.append(enrollment.to_bytes().hex())
+            log.info("enrollment held for its consent", extra={"subject_id": subject, "stage": "enroll"})
             await fx.audit(
                 AuditAction.ENROLLMENT_DEFERRED,
                 subject_id=subject,
@@ -243,6 +246,12 @@ class ConsentJoin:
                 GalleryChange(subject, GalleryAction.UPSERT, state.faceprints, fx.now),
             )
         action = AuditAction.ENROLLED if stored else AuditAction.ENROLLMENT_REFUSED
+        log.info(
+            "enrollment: %d of %d reference(s) stored",
+            stored,
+            len(enrollment.references),
+            extra={"subject_id": subject, "stage": "enroll"},
+        )
         await fx.audit(
             action,
             subject_id=subject,

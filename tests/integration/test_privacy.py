@@ -91,7 +91,11 @@ def wait_audit(topics: Watcher, subject: str, action: str, timeout: float = 150.
                 raise AssertionError(f"enrollment of {subject} refused: {r.detail}")
         return None
 
-    return topics.until(found, timeout, f"{action} for {subject}")
+    try:
+        return topics.until(found, timeout, f"{action} for {subject}")
+    except AssertionError as exc:
+        seen = [r.action for r in audit_records(topics.messages) if r.subject_id == subject]
+        raise AssertionError(f"{exc}; audit records of {subject} so far: {seen}") from None
 
 
 def wait_purge(stack, topics: Watcher, subject: str, timeout: float = 150.0):
