@@ -432,6 +432,14 @@ def _json(value: Any) -> Any:
         raise MalformedNotification(f"notification is not JSON: {exc}") from exc
 
 
+class _Worker(faust.Worker):
+    async def on_startup_finished(self) -> None:
+        # Partitions assigned, tables recovered, streams resumed: what `facegate up` waits for
+        # (the metrics endpoint answers long before) and what a readiness probe should read.
+        await super().on_startup_finished()
+        metrics.WORKER_READY.set(1)
+
+
 def run_worker(settings: Settings, worker_name: str) -> None:
     """Run one worker until SIGTERM: the faust agents plus the metrics endpoint."""
     from .kafka import ensure_topics
@@ -442,7 +450,7 @@ def run_worker(settings: Settings, worker_name: str) -> None:
     port = metrics.serve(settings.metrics.host, settings.metrics.port)
     app = build_app(settings, worker_name)
     # faust replaces the root handlers when it starts: give it ours (JSON lines, redaction filter).
-    worker = faust.Worker(
+    worker = _Worker(
         app,
         loglevel=settings.log_level.lower(),
         quiet=True,

@@ -22,6 +22,7 @@ an asset id, subject id, object key or person's name is never a label value.
 | facegate_purges_pending | gauge | | withdrawals/expiries seen, purge not complete |
 | facegate_consent_table_subjects | gauge | | subjects in this worker's consent table |
 | facegate_work_in_flight | gauge | stage | assets (subjects, for purge) being worked on |
+| facegate_worker_ready | gauge | | 1 once partitions are assigned, tables recovered, streams consuming |
 | facegate_notifications_received_total | counter | source | object-store notifications received |
 | facegate_notifications_deduplicated_total | counter | source | duplicates of a published notification |
 | facegate_notifications_ignored_total | counter | source, reason | notifications naming no new asset |
@@ -69,6 +70,7 @@ __all__ = [
     "TRITON_REQUEST_FACES",
     "TRITON_REQUEST_IMAGES",
     "UPLOAD_TO_TAG",
+    "WORKER_READY",
     "WORK_IN_FLIGHT",
     "Outcome",
     "Stage",
@@ -203,6 +205,11 @@ PURGES_PENDING = Gauge(
 CONSENT_TABLE_SUBJECTS = Gauge(
     "facegate_consent_table_subjects",
     "Subjects held in this worker's consent table.",
+    registry=REGISTRY,
+)
+WORKER_READY = Gauge(
+    "facegate_worker_ready",
+    "1 once the worker has its partitions, has recovered its tables and is consuming; 0 before.",
     registry=REGISTRY,
 )
 WORK_IN_FLIGHT = Gauge(

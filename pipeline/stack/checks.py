@@ -55,6 +55,15 @@ def http_status(url: str, timeout_s: float = 1.0, headers: dict[str, str] | None
         return None
 
 
+def http_text(url: str, timeout_s: float = 1.0) -> str | None:
+    """The body of a GET answered 200, or None."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.read().decode("utf-8", errors="replace") if response.status == 200 else None
+    except (OSError, ValueError):
+        return None
+
+
 def kafka_topics(bootstrap: str, timeout_s: float) -> set[str]:
     """Topic names from the cluster's metadata; raises KafkaException if unreachable."""
     from confluent_kafka.admin import AdminClient

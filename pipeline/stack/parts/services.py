@@ -81,7 +81,8 @@ class QdrantPart(Part):
 
 
 class WorkerPart(Part):
-    """A pipeline worker: ``python -m pipeline <args>``, healthy once its /metrics answers.
+    """A pipeline worker: ``python -m pipeline <args>``, healthy once its /metrics says it is ready
+    (facegate_worker_ready 1: partitions assigned, tables recovered, consuming).
 
     It gets the stack's endpoints in its environment and FACEGATE_METRICS__PORT.
     """
@@ -101,7 +102,8 @@ class WorkerPart(Part):
         return Launch([sys.executable, "-m", "pipeline", *self.args], ctx.workdir(self.name), env)
 
     def ready(self, ctx: Context, ports: dict[str, int]) -> bool:
-        return checks.http_status(f"http://{HOST}:{ports['metrics']}/metrics") == 200
+        page = checks.http_text(f"http://{HOST}:{ports['metrics']}/metrics")
+        return page is not None and "\nfacegate_worker_ready 1.0" in page
 
     def endpoints(self, ctx: Context, ports: dict[str, int]) -> dict[str, Any]:
         return {"metrics": f"http://{HOST}:{ports['metrics']}/metrics"}
