@@ -80,7 +80,7 @@ class AssetLedger:
         """Every asset the purge revokes, acknowledged or not (the list SubjectPurged proves)."""
         return sorted(asset for asset, (pid, _) in self._scan(_REVOKING) if pid == purge_id)
 
-    def close(self, purge_id: str) -> None:
-        """The purge is proven: its per-asset bookkeeping goes."""
-        for asset_id in self.revoked(purge_id):
+    def close(self, revoked: list[str]) -> None:
+        """The purge is proven: its per-asset bookkeeping goes (``revoked``: as listed by revoked())."""
+        for asset_id in revoked:
             del self._table[self._key(_REVOKING, asset_id)]

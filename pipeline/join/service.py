@@ -428,7 +428,7 @@ class ConsentJoin:
             state.consent = policy.mark_purged(state.consent, fx.now)
         state.purged.append(purge.purge_id)
         state.purge = None
-        state.assets.close(purge.purge_id)
+        state.assets.close(assets)
         metrics.PURGES_PENDING.dec()
         metrics.PURGES.labels(reason=purged.reason.value.lower()).inc()
         metrics.PURGE_DURATION.observe(max(0.0, time.time() - purge.started_at))
