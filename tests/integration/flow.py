@@ -21,6 +21,7 @@ from PIL import Image
 
 from pipeline.contract import (
     AssetFaces,
+    AuditRecord,
     ConsentAction,
     ConsentChange,
     LegalBasis,
@@ -201,25 +202,63 @@ def enrollment(subject: str, bucket: str, keys: list[str]) -> SubjectEnrollment:
     )
 
 
-def enroll_consenting(
-    stack: Any, topics: Watcher, publisher: Publisher, subject: str, references: dict[str, bytes]
-) -> None:
-    """Explicit consent, the reference photos (name -> JPEG) enrolled; returns once ENROLLED."""
+def audit_records(messages: list[Message]) -> list[AuditRecord]:
+    return [AuditRecord.from_bytes(m.value) for m in messages if m.topic == "facegate.audit"]
+
+
+def wait_audit(topics: Watcher, subject: str, action: str, timeout: float = 150.0) -> AuditRecord:
+    """The subject's first audit record of ``action``; a refusal fails a wait for ENROLLED at once.
+
+    The 150 s default: a worker restarted by the test before may still be rejoining the group.
+    """
+
+    def found(ms: list[Message]) -> AuditRecord | None:
+        for r in audit_records(ms):
+            if r.subject_id == subject and r.action == action:
+                return r
+            if action == "ENROLLED" and r.subject_id == subject and r.action == "ENROLLMENT_REFUSED":
+                raise AssertionError(f"enrollment of {subject} refused: {r.detail}")
+        return None
+
+    try:
+        return topics.until(found, timeout, f"{action} for {subject}")
+    except AssertionError as exc:
+        seen = [r.action for r in audit_records(topics.messages) if r.subject_id == subject]
+        raise AssertionError(f"{exc}; audit records of {subject} so far: {seen}") from None
+
+
+def wait_purge(stack: Any, topics: Watcher, subject: str, timeout: float = 150.0) -> Message:
+    purges = stack.settings.kafka.topic_purges
+    return topics.until(
+        lambda ms: next((m for m in ms if m.topic == purges and m.key == subject), None),
+        timeout,
+        f"SubjectPurged for {subject}",
+    )
+
+
+def references(*photos: Path) -> dict[str, bytes]:
+    """Reference photos by name, as enroll() takes them."""
+    return {photo.name: photo.read_bytes() for photo in photos}
+
+
+def enroll(stack: Any, publisher: Publisher, subject: str, photos: dict[str, bytes], **consent: Any) -> None:
+    """A consent GRANTED (``consent``: grant()'s options) and an enrollment of these photos (name -> JPEG)."""
     k = stack.settings.kafka
     bucket = stack.settings.s3.enrollment_bucket
-    publisher.send(k.topic_consent, subject, grant(subject))
+    publisher.send(k.topic_consent, subject, grant(subject, **consent))
     keys = []
-    for name, data in references.items():
-        keys.append(f"refs/{subject}/{name}")
+    for name, data in photos.items():
+        keys.append(f"{subject}/{name}")
         put(stack, keys[-1], data, bucket=bucket)
     publisher.send(k.topic_enrollments, subject, enrollment(subject, bucket, keys))
-    topics.until(
-        lambda ms: any(
-            m.topic == k.topic_audit and m.key == subject and m.record().action == "ENROLLED" for m in ms
-        ),
-        150,  # a worker restarted by the test before may still be rejoining the group
-        f"enrollment of {subject}",
-    )
+
+
+def enroll_consenting(
+    stack: Any, topics: Watcher, publisher: Publisher, subject: str, photos: dict[str, bytes]
+) -> None:
+    """Explicit consent, the reference photos (name -> JPEG) enrolled; returns once ENROLLED."""
+    enroll(stack, publisher, subject, photos)
+    wait_audit(topics, subject, "ENROLLED")
 
 
 def erase(stack: Any, topics: Watcher, publisher: Publisher, subject: str, by: str = "test") -> Message:
@@ -227,14 +266,9 @@ def erase(stack: Any, topics: Watcher, publisher: Publisher, subject: str, by: s
 
     Tests erase the subjects they enroll, so that other tests' galleries stay clean.
     """
-    k = stack.settings.kafka
     request = ErasureRequest(uuid.uuid4().hex, subject, PurgeReason.ERASURE_REQUEST, utcnow(), by)
-    publisher.send(k.topic_subject_events, subject, request, internal=True)
-    return topics.until(
-        lambda ms: next((m for m in ms if m.topic == k.topic_purges and m.key == subject), None),
-        150,
-        f"SubjectPurged for {subject}",
-    )
+    publisher.send(stack.settings.kafka.topic_subject_events, subject, request, internal=True)
+    return wait_purge(stack, topics, subject)
 
 
 def padded_jpeg(path: Path, pad: int = 0) -> bytes:

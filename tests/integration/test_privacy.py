@@ -31,20 +31,24 @@ from flow import (
     PHOTOS,
     Publisher,
     Watcher,
+    audit_records,
+    enroll,
     enrollment,
     erase,
     faces_of,
     grant,
     latest_tags,
     put,
+    references,
     tags_of,
+    wait_audit,
+    wait_purge,
     withdraw,
 )
 from qdrant_client import QdrantClient
 
 from pipeline.audit import by_chain_seq, check_no_biometrics, record_hash, verify
 from pipeline.contract import (
-    AuditRecord,
     ConsentChange,
     FaceStatus,
     PurgeReason,
@@ -78,48 +82,6 @@ def publisher(stack):
     return Publisher(stack.kafka_config())
 
 
-def audit_records(messages) -> list[AuditRecord]:
-    return [AuditRecord.from_bytes(m.value) for m in messages if m.topic == "facegate.audit"]
-
-
-def wait_audit(topics: Watcher, subject: str, action: str, timeout: float = 150.0) -> AuditRecord:
-    def found(ms):
-        for r in audit_records(ms):
-            if r.subject_id == subject and r.action == action:
-                return r
-            if action == "ENROLLED" and r.subject_id == subject and r.action == "ENROLLMENT_REFUSED":
-                raise AssertionError(f"enrollment of {subject} refused: {r.detail}")
-        return None
-
-    try:
-        return topics.until(found, timeout, f"{action} for {subject}")
-    except AssertionError as exc:
-        seen = [r.action for r in audit_records(topics.messages) if r.subject_id == subject]
-        raise AssertionError(f"{exc}; audit records of {subject} so far: {seen}") from None
-
-
-def wait_purge(stack, topics: Watcher, subject: str, timeout: float = 150.0):
-    purges = stack.settings.kafka.topic_purges
-    return topics.until(
-        lambda ms: next((m for m in ms if m.topic == purges and m.key == subject), None),
-        timeout,
-        f"SubjectPurged for {subject}",
-    )
-
-
-def enroll(stack, publisher, subject: str, photos: list[Path], **consent) -> None:
-    k = stack.settings.kafka
-    publisher.send(k.topic_consent, subject, grant(subject, **consent))
-    keys = []
-    for photo in photos:
-        key = f"{subject}/{photo.name}"
-        put(stack, key, photo.read_bytes(), bucket=stack.settings.s3.enrollment_bucket)
-        keys.append(key)
-    publisher.send(
-        k.topic_enrollments, subject, enrollment(subject, stack.settings.s3.enrollment_bucket, keys)
-    )
-
-
 # --- invariant 3: the race --------------------------------------------------------------------
 
 
@@ -142,7 +104,7 @@ def test_withdrawal_race_200_trials(stack, topics, publisher):
         people = {f"R{round_no}-{p.name}-{uuid.uuid4().hex[:4]}": p for p in JOHNS}
         photos = {s: sorted(p.glob("*.jpg")) for s, p in people.items()}
         for subject, files in photos.items():
-            enroll(stack, publisher, subject, [files[0]])
+            enroll(stack, publisher, subject, references(files[0]))
         for subject in people:
             wait_audit(topics, subject, "ENROLLED")
         uploads: dict[str, list[str]] = {}
@@ -213,7 +175,7 @@ def worker_stopped(stack) -> Iterator[Path]:
 def test_purge_leaves_no_faceprint_no_key_no_name_and_a_receipt(stack, topics, publisher, tmp_path):
     k = stack.settings.kafka
     subject = f"S-{uuid.uuid4().hex[:10]}"
-    enroll(stack, publisher, subject, [OBAMA / "obama2.jpg", OBAMA / "obama3.jpg"])
+    enroll(stack, publisher, subject, references(OBAMA / "obama2.jpg", OBAMA / "obama3.jpg"))
     enrolled = wait_audit(topics, subject, "ENROLLED")
     assert json.loads(enrolled.detail)["stored"] == 2
     key = f"purge/{uuid.uuid4().hex[:6]}/obama.jpg"
@@ -332,9 +294,8 @@ def _rows(db: Path, subject: str) -> int:
 def test_expiry_purges_without_a_manual_step(stack, topics, publisher):
     k = stack.settings.kafka
     subject = f"S-{uuid.uuid4().hex[:10]}"
-    enroll(
-        stack, publisher, subject, [JOHNS[0] / sorted(os.listdir(JOHNS[0]))[0]], until=timedelta(seconds=20)
-    )
+    first = JOHNS[0] / sorted(os.listdir(JOHNS[0]))[0]
+    enroll(stack, publisher, subject, references(first), until=timedelta(seconds=20))
     wait_audit(topics, subject, "ENROLLED")
     photo = sorted(JOHNS[0].glob("*.jpg"))[1]
     key = f"expiry/{uuid.uuid4().hex[:6]}/{photo.name}"
@@ -424,7 +385,7 @@ def test_enrollment_refused_without_basis_or_with_several_faces(stack, topics, p
     assert refused["reason"] == "expired"
 
     group = f"S-{uuid.uuid4().hex[:10]}"
-    enroll(stack, publisher, group, [PHOTOS / "faces" / "2008_002506.jpg"])
+    enroll(stack, publisher, group, references(PHOTOS / "faces" / "2008_002506.jpg"))
     detail = json.loads(wait_audit(topics, group, "ENROLLMENT_REFUSED").detail)
     assert detail["stored"] == 0 and "3 faces" in detail["refused"][0]["reason"]
 
@@ -447,7 +408,7 @@ def _all_topic_bytes(stack) -> list[bytes]:
 def test_no_embedding_of_an_unmatched_face_is_persisted_and_none_crosses_kafka(stack, topics, publisher):
     k = stack.settings.kafka
     subject = f"S-{uuid.uuid4().hex[:10]}"
-    enroll(stack, publisher, subject, [OBAMA / "obama2.jpg"])
+    enroll(stack, publisher, subject, references(OBAMA / "obama2.jpg"))
     wait_audit(topics, subject, "ENROLLED")
     stranger = OBAMA / "biden.jpg"
     key = f"scan/{uuid.uuid4().hex[:6]}/biden.jpg"
@@ -483,7 +444,7 @@ def test_gallery_is_rebuilt_from_the_vault(stack, topics, publisher):
 
     k = stack.settings.kafka
     subject = f"S-{uuid.uuid4().hex[:10]}"
-    enroll(stack, publisher, subject, [OBAMA / "obama2.jpg"])
+    enroll(stack, publisher, subject, references(OBAMA / "obama2.jpg"))
     wait_audit(topics, subject, "ENROLLED")
     with worker_stopped(stack) as qdrant_path:
         shutil.rmtree(qdrant_path)
