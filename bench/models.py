@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -136,21 +136,29 @@ class _Bare:
         return [[tuple(b) for b in r.boxes] for r in found]
 
 
-class _Triton:
+class Encoded(Protocol):
+    """A photo as the contenders read it (this module's Photo, or the end-to-end part's)."""
+
+    @property
+    def jpeg(self) -> bytes: ...
+
+
+class TritonContender:
     """TritonFaceClient with `concurrency` requests in flight, on its own event loop."""
 
-    def __init__(self, url: str, concurrency: int) -> None:
+    def __init__(self, url: str, concurrency: int, model: str = "facegate_faces") -> None:
         self.url = url
         self.concurrency = concurrency
+        self.model = model
         self.latencies: list[float] = []
         self.model_version = ""
 
-    def round(self, items: Sequence[Photo]) -> list[list[tuple[float, ...]]]:
+    def round(self, items: Sequence[Encoded]) -> list[list[tuple[float, ...]]]:
         async def go() -> list[FacesResult]:
-            async with TritonFaceClient(self.url, timeout_s=300) as client:
+            async with TritonFaceClient(self.url, self.model, timeout_s=300) as client:
                 gate = asyncio.Semaphore(self.concurrency)
 
-                async def one(photo: Photo) -> FacesResult:
+                async def one(photo: Encoded) -> FacesResult:
                     async with gate:
                         start = time.perf_counter()
                         result = await client.analyze(photo.jpeg)
@@ -171,7 +179,7 @@ def bench_triton_and_bare(items: Sequence[Photo], rounds: int, concurrency: int)
         tempfile.TemporaryDirectory(prefix="facegate-bench-triton-") as tmp,
         tritonserver(Path(tmp), model) as srv,
     ):
-        contenders: dict[str, Any] = {"triton": _Triton(srv.grpc_url, concurrency), "bare": _Bare()}
+        contenders: dict[str, Any] = {"triton": TritonContender(srv.grpc_url, concurrency), "bare": _Bare()}
         contenders["triton"].round(items[:2])  # warm-up (connection, metadata)
         seconds = dict.fromkeys(contenders, 0.0)
         boxes: dict[str, list[list[tuple[float, ...]]]] = {}

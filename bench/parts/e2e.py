@@ -16,13 +16,11 @@ timestamp (both on this machine's clock).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from typing import Any
 
 from pipeline.contract import AssetFaces
-from pipeline.inference import TritonFaceClient
 
 from ..embedded import (
     Photo,
@@ -36,6 +34,7 @@ from ..embedded import (
     tap,
 )
 from ..harness import Context, percentiles
+from ..models import TritonContender
 
 UPLOAD_TO_TAG = "facegate_upload_to_tag_seconds"
 
@@ -133,26 +132,16 @@ class Runner:
 def triton_alone(stack: Stack, photos: list[Photo], concurrency: int = 8) -> dict[str, Any]:
     """The stack's own Triton fed the same photos directly (no S3, Kafka or worker), at once
     after the burst: the limit for the end-to-end rate under the same machine load."""
-
-    async def go() -> tuple[int, float]:
-        grpc = stack.settings.triton.grpc_url
-        assert grpc, "the embedded stack reports its tritonserver's gRPC address"
-        async with TritonFaceClient(grpc, model=stack.settings.triton.model, timeout_s=300) as client:
-            gate = asyncio.Semaphore(concurrency)
-
-            async def one(photo: Photo) -> int:
-                async with gate:
-                    return len((await client.analyze(photo.jpeg)).faces)
-
-            start = time.perf_counter()
-            faces = sum(await asyncio.gather(*(one(p) for p in photos)))
-            return faces, time.perf_counter() - start
-
-    faces, seconds = asyncio.run(go())
+    grpc = stack.settings.triton.grpc_url
+    assert grpc, "the embedded stack reports its tritonserver's gRPC address"
+    contender = TritonContender(grpc, concurrency, model=stack.settings.triton.model)
+    start = time.perf_counter()
+    boxes = contender.round(photos)
+    seconds = time.perf_counter() - start
     return {
         "concurrency": concurrency,
         "images": len(photos),
-        "faces": faces,
+        "faces": sum(len(b) for b in boxes),
         "seconds": round(seconds, 2),
         "images_per_s": round(len(photos) / seconds, 3),
     }
