@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test unit check bench models data system-deps venv down clean
+.PHONY: help run test soak unit check bench models data system-deps venv down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,8 +21,11 @@ run: venv system-deps models data ## start the embedded stack and the pipeline, 
 	$(BIN)/facegate up
 	$(PY) -m pipeline.demo
 
-test: venv system-deps models data ## the whole test suite on the real embedded stack
-	$(PY) -m pytest --durations=15 $(PYTEST_ARGS)
+test: venv system-deps models data ## the whole test suite on the real embedded stack (soak runs excluded)
+	$(PY) -m pytest --durations=15 -m "not soak" $(PYTEST_ARGS)
+
+soak: venv system-deps models data ## long fault-injection and soak runs (kills, restarts, outages at length)
+	$(PY) -m pytest --durations=15 -m soak $(PYTEST_ARGS)
 
 unit: venv system-deps data ## unit tests only (no servers; uses promtool and the test photos/videos)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
