@@ -11,7 +11,7 @@ import click
 from minio.error import S3Error
 from urllib3.exceptions import HTTPError
 
-from ..audit import by_chain_seq, verify
+from ..audit import VerifyReport, by_chain_seq, verify
 from ..contract import AuditRecord, Face, SubjectPurged, utcnow
 from ..errors import StackError
 from ..kafka.io import read_all
@@ -23,6 +23,7 @@ from . import render
 from .common import bootstrap, connected_settings
 from .history import (
     ConsentView,
+    Skipped,
     audit_of,
     consent_view,
     current_tags,
@@ -159,6 +160,12 @@ def subject_export(subject: str, as_json: bool) -> None:
         click.echo(line)
 
 
+def verify_audit(settings: Settings) -> tuple[VerifyReport, list[Skipped]]:
+    """Every chain of the audit log checked, and the records on it that do not decode."""
+    records, undecodable = decoded(read_all(bootstrap(settings), settings.kafka.topic_audit), AuditRecord)
+    return verify(sorted(records, key=by_chain_seq)), undecodable
+
+
 @click.group("audit")
 def audit_group() -> None:
     """The hash-chained audit log (facegate.audit)."""
@@ -172,8 +179,7 @@ def audit_verify(as_json: bool) -> None:
     Exit code 1 if any problem is found (including a record that does not decode).
     """
     settings = connected_settings(kafka=True)
-    records, undecodable = decoded(read_all(bootstrap(settings), settings.kafka.topic_audit), AuditRecord)
-    report = verify(sorted(records, key=by_chain_seq))
+    report, undecodable = verify_audit(settings)
     if as_json:
         click.echo(render.dumps(verify_json(report, undecodable)))
     else:

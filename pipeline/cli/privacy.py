@@ -6,9 +6,11 @@ any producer is dead-lettered there). ``--wait`` follows the worker's answer on 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,14 +74,16 @@ wait_timeout = click.option(
 )
 
 
-def _send(settings: Settings, topic: str, key: str, record: Record) -> None:
+def publish(settings: Settings, topic: str, key: str, record: Record) -> None:
+    """Send one record and wait until the broker has it (StackError otherwise)."""
     out = producer(settings)
     out.check(topic)
     out.send(topic, key, record.to_bytes())
     out.flush()
 
 
-def _consent(settings: Settings, subject: str) -> ConsentView:
+def consent_of(settings: Settings, subject: str) -> ConsentView:
+    """The subject's consent as the topics hold it now (history, state, what a face gets)."""
     server = bootstrap(settings)
     messages = read_all(server, settings.kafka.topic_consent)
     purges = [m for m in read_all(server, settings.kafka.topic_purges) if m.key == subject]
@@ -97,7 +101,7 @@ def _await(
     return None
 
 
-def _remove_references(settings: Settings, subject: str, keys: list[str] | None = None) -> int:
+def remove_references(settings: Settings, subject: str, keys: list[str] | None = None) -> int:
     """Delete reference photos of the subject (``keys``, or all) from the enrollment bucket."""
     client = s3_client(settings)
     bucket = settings.s3.enrollment_bucket
@@ -114,6 +118,58 @@ def _remove_references(settings: Settings, subject: str, keys: list[str] | None 
             f"s3: could not delete the reference photos of {subject} from {bucket} ({exc})"
         ) from None
     return len(keys)
+
+
+# --- the records the commands (and the console) produce ---------------------------------------
+
+
+def grant_change(
+    subject: str,
+    basis: LegalBasis,
+    scopes: Iterable[str],
+    evidence: str | None,
+    valid_from: datetime | None,
+    valid_until: datetime | None,
+    by: str,
+) -> ConsentChange:
+    """A GRANTED change (check it with ``policy.validate`` before sending)."""
+    now = utcnow()
+    return ConsentChange(
+        event_id=str(uuid.uuid4()),
+        subject_id=subject,
+        action=ConsentAction.GRANTED,
+        legal_basis=basis,
+        scopes=list(policy.normalise_scopes(scopes)),
+        valid_from=valid_from or now,
+        valid_until=valid_until,
+        evidence_uri=(evidence or "").strip() or None,
+        recorded_at=now,
+        recorded_by=by,
+    )
+
+
+def withdrawal_change(state: policy.ConsentState, by: str) -> ConsentChange:
+    """A WITHDRAWN change ending ``state`` (basis and scopes taken from it)."""
+    return ConsentChange(
+        event_id=str(uuid.uuid4()),
+        subject_id=state.subject_id,
+        action=ConsentAction.WITHDRAWN,
+        legal_basis=state.basis,
+        scopes=list(state.scopes),
+        valid_from=state.valid_from,
+        valid_until=state.valid_until,
+        evidence_uri=state.evidence_uri,
+        recorded_at=utcnow(),
+        recorded_by=by,
+    )
+
+
+def erasure_request(subject: str, by: str) -> ErasureRequest:
+    return ErasureRequest(str(uuid.uuid4()), subject, PurgeReason.ERASURE_REQUEST, utcnow(), by)
+
+
+def enrollment(subject: str, refs: list[ObjectRef], by: str) -> SubjectEnrollment:
+    return SubjectEnrollment(str(uuid.uuid4()), subject, refs, utcnow(), by)
 
 
 # --- consent ---------------------------------------------------------------------------------
@@ -163,24 +219,14 @@ def consent_grant(
       facegate consent grant S-1042 --basis explicit_consent --scope editorial \\
           --scope archive --evidence s3://quitclaims/S-1042.pdf --until 2027-12-31
     """
-    now = utcnow()
-    change = ConsentChange(
-        event_id=str(uuid.uuid4()),
-        subject_id=subject,
-        action=ConsentAction.GRANTED,
-        legal_basis=_BASES[basis.lower()],
-        scopes=list(policy.normalise_scopes(scopes)),
-        valid_from=valid_from or now,
-        valid_until=valid_until,
-        evidence_uri=(evidence or "").strip() or None,
-        recorded_at=now,
-        recorded_by=by or operator(),
+    change = grant_change(
+        subject, _BASES[basis.lower()], scopes, evidence, valid_from, valid_until, by or operator()
     )
     reasons = policy.validate(change)
     if reasons:
         raise click.ClickException(f"consent not sent: {'; '.join(reasons)}")
     settings = connected_settings(kafka=True)
-    _send(settings, settings.kafka.topic_consent, subject, change)
+    publish(settings, settings.kafka.topic_consent, subject, change)
     click.echo(f"sent: {render.consent_text(change)[0]}")
 
 
@@ -197,33 +243,21 @@ def consent_withdraw(subject: str, wait: bool, timeout_s: float, by: str | None)
     once the worker has revoked every tag (or follow `facegate tail purges --follow`).
     """
     settings = connected_settings(kafka=True, s3=True)
-    view = _consent(settings, subject)
+    view = consent_of(settings, subject)
     state = view.state
     if state is None or not view.active:
-        raise click.ClickException(f"{subject} has {_no_consent(view)}; nothing to withdraw")
-    now = utcnow()
-    change = ConsentChange(
-        event_id=str(uuid.uuid4()),
-        subject_id=subject,
-        action=ConsentAction.WITHDRAWN,
-        legal_basis=state.basis,
-        scopes=list(state.scopes),
-        valid_from=state.valid_from,
-        valid_until=state.valid_until,
-        evidence_uri=state.evidence_uri,
-        recorded_at=now,
-        recorded_by=by or operator(),
-    )
+        raise click.ClickException(f"{subject} has {no_consent(view)}; nothing to withdraw")
+    change = withdrawal_change(state, by or operator())
     start = end_offsets(bootstrap(settings), settings.kafka.topic_purges) if wait else {}
-    _send(settings, settings.kafka.topic_consent, subject, change)
+    publish(settings, settings.kafka.topic_consent, subject, change)
     click.echo(f"sent: {render.consent_text(change)[0]}")
-    removed = _remove_references(settings, subject)
+    removed = remove_references(settings, subject)
     click.echo(f"deleted {removed} reference photo(s) of {subject} from {settings.s3.enrollment_bucket}")
     if wait:
         _print_receipt(settings, subject, start, timeout_s)
 
 
-def _no_consent(view: ConsentView) -> str:
+def no_consent(view: ConsentView) -> str:
     if view.erased is not None:
         return f"no consent (erased at {render.when(view.erased.purged_at)})"
     if view.state is not None and view.state.withdrawn:
@@ -238,7 +272,7 @@ def consent_lines(view: ConsentView) -> list[str]:
     lines += [f"  skipped record at {s.partition}/{s.offset}: {s.reason}" for s in view.skipped]
     state = view.state
     if state is None or not view.active:
-        lines.append(f"current: {_no_consent(view)}")
+        lines.append(f"current: {no_consent(view)}")
     else:
         until = render.when(state.valid_until) if state.valid_until else "open-ended"
         lines.append(
@@ -257,7 +291,7 @@ def consent_lines(view: ConsentView) -> list[str]:
 def consent_show(subject: str, as_json: bool) -> None:
     """SUBJECT's consent history, current consent and what a matched face would get now."""
     settings = connected_settings(kafka=True)
-    view = _consent(settings, subject)
+    view = consent_of(settings, subject)
     if as_json:
         click.echo(render.dumps(view.to_json()))
         return
@@ -283,22 +317,28 @@ def reference_types(photos: tuple[Path, ...]) -> list[str]:
     return types
 
 
-def _upload_references(client: Minio, bucket: str, subject: str, photos: tuple[Path, ...]) -> list[ObjectRef]:
-    types = reference_types(photos)
+def upload_references(
+    client: Minio, bucket: str, subject: str, photos: Sequence[tuple[str, bytes, str]]
+) -> list[ObjectRef]:
+    """Put reference photos ``(file name, bytes, image type)`` under SUBJECT/ in the enrollment
+    bucket. If one fails, the ones already put are deleted again: nothing half-uploaded."""
+    refs: list[ObjectRef] = []
     try:
         if not client.bucket_exists(bucket):
             client.make_bucket(bucket)
-        refs = []
-        for photo, content_type in zip(photos, types, strict=True):
-            key = f"{subject}/{photo.name}"
-            client.fput_object(bucket, key, str(photo), content_type=content_type)
+        for name, data, content_type in photos:
+            key = f"{subject}/{name}"
+            client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
             refs.append(ObjectRef(bucket, key))
     except (S3Error, HTTPError, OSError) as exc:
+        for ref in refs:
+            with contextlib.suppress(S3Error, HTTPError, OSError):
+                client.remove_object(bucket, ref.object_key)
         raise StackError(f"s3: could not upload the reference photos to {bucket} ({exc})") from None
     return refs
 
 
-def _is_enrollment_answer(subject: str, event_id: str) -> Callable[[Record], bool]:
+def is_enrollment_answer(subject: str, event_id: str) -> Callable[[Record], bool]:
     answers = {AuditAction.ENROLLED.value, AuditAction.ENROLLMENT_REFUSED.value}
 
     def matches(record: Record) -> bool:
@@ -332,31 +372,32 @@ def enroll_command(
     nothing is uploaded (grant it first with `facegate consent grant`), and the worker checks
     again. With --wait, photos of a refused enrollment are deleted again.
     """
-    reference_types(photos)  # before connecting: a wrong argument is no stack problem
+    types = reference_types(photos)  # before connecting: a wrong argument is no stack problem
     settings = connected_settings(kafka=True, s3=True)
-    decision = _consent(settings, subject).decision
+    decision = consent_of(settings, subject).decision
     if decision is None or not decision.may_name:
         reason = decision.reason if decision else "no consent"
         raise click.ClickException(
             f"{subject} has no valid consent now ({reason}); nothing uploaded. "
             "Grant it first: facegate consent grant"
         )
-    refs = _upload_references(s3_client(settings), settings.s3.enrollment_bucket, subject, photos)
-    enrollment = SubjectEnrollment(str(uuid.uuid4()), subject, refs, utcnow(), by or operator())
+    photo_files = [(p.name, p.read_bytes(), t) for p, t in zip(photos, types, strict=True)]
+    refs = upload_references(s3_client(settings), settings.s3.enrollment_bucket, subject, photo_files)
+    request = enrollment(subject, refs, by or operator())
     topic = settings.kafka.topic_audit
     start = end_offsets(bootstrap(settings), topic) if wait else {}
-    _send(settings, settings.kafka.topic_enrollments, subject, enrollment)
-    click.echo(f"sent enrollment {enrollment.event_id} for {subject}: {len(refs)} reference photo(s)")
+    publish(settings, settings.kafka.topic_enrollments, subject, request)
+    click.echo(f"sent enrollment {request.event_id} for {subject}: {len(refs)} reference photo(s)")
     if not wait:
         return
-    answer = _await(settings, topic, start, timeout_s, _is_enrollment_answer(subject, enrollment.event_id))
+    answer = _await(settings, topic, start, timeout_s, is_enrollment_answer(subject, request.event_id))
     if not isinstance(answer, AuditRecord):
         raise FacegateError(
             f"no answer from a worker within {timeout_s:.0f} s; is `facegate worker` running?"
         )
     click.echo(render.audit_text(answer)[0])
     if answer.action != AuditAction.ENROLLED.value:
-        removed = _remove_references(settings, subject, [r.object_key for r in refs])
+        removed = remove_references(settings, subject, [r.object_key for r in refs])
         click.echo(f"deleted the {removed} reference photo(s) of the refused enrollment")
         sys.exit(1)
 
@@ -373,13 +414,11 @@ def erase_command(subject: str, wait: bool, timeout_s: float, by: str | None) ->
     reference photos are deleted from the enrollment bucket at once.
     """
     settings = connected_settings(kafka=True, s3=True)
-    request = ErasureRequest(
-        str(uuid.uuid4()), subject, PurgeReason.ERASURE_REQUEST, utcnow(), by or operator()
-    )
+    request = erasure_request(subject, by or operator())
     start = end_offsets(bootstrap(settings), settings.kafka.topic_purges) if wait else {}
-    _send(settings, settings.kafka.topic_subject_events, subject, request)
+    publish(settings, settings.kafka.topic_subject_events, subject, request)
     click.echo(f"sent erasure request {request.event_id} for {subject}")
-    removed = _remove_references(settings, subject)
+    removed = remove_references(settings, subject)
     click.echo(f"deleted {removed} reference photo(s) of {subject} from {settings.s3.enrollment_bucket}")
     if wait:
         _print_receipt(settings, subject, start, timeout_s)
