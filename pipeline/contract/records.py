@@ -140,7 +140,10 @@ class ConsentChange(Record):
     valid_until: datetime | None
     evidence_uri: str | None
     recorded_at: datetime
-    recorded_by: str
+    recorded_by: str  # the signing officer's id (checked against the key by the worker)
+    justification: str | None = None
+    signed_by: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,22 @@ class SubjectEnrollment(Record):
     references: list[ObjectRef]
     recorded_at: datetime | None = None
     recorded_by: str | None = None
+    signed_by: str | None = None
+    signature: bytes | None = None
+
+
+@dataclass(frozen=True)
+class ErasureRequest(Record):
+    """A privacy officer's Art. 17 request, on its own external topic (facegate.erasures)."""
+
+    SCHEMA_NAME: ClassVar[str] = "facegate.ErasureRequest"
+    event_id: str
+    subject_id: str
+    requested_at: datetime
+    requested_by: str
+    evidence_uri: str | None = None
+    signed_by: str | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +224,8 @@ class SubjectPurged(Record):
     faceprints_deleted: int
     key_destroyed: bool
     purged_at: datetime
+    signed_by: str | None = None  # the worker key that signed the receipt
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -219,12 +240,15 @@ class AuditRecord(Record):
     prev_hash: str
     hash: str
     chain: str = "main"  # one hash chain per writer; verification is per chain
+    signed_by: str | None = None  # the worker key that signed this link
+    signature: bytes | None = None
 
 
 RECORDS: tuple[type[Record], ...] = (
     AssetUploaded,
     ConsentChange,
     SubjectEnrollment,
+    ErasureRequest,
     AssetFaces,
     SubjectPurged,
     AuditRecord,
