@@ -123,6 +123,13 @@ def _grant_reasons(change: ConsentChange) -> list[str]:
             reasons.append("explicit consent without scopes")
     if change.legal_basis == LegalBasis.CONTRACT and not normalise_scopes(scopes):
         reasons.append("contract without scopes")
+    if change.legal_basis == LegalBasis.PUBLIC_FIGURE:
+        # Art. 9(2)(e) covers data "manifestly made public" by the person: the officer must say
+        # what makes them a public figure and point at the record of it, as for any basis.
+        if not evidence:
+            reasons.append("public figure without evidence_uri")
+        if not (change.justification or "").strip():
+            reasons.append("public figure without a justification")
     parts = urlsplit(evidence)
     if evidence and not (parts.scheme and (parts.netloc or parts.path)):
         reasons.append(f"evidence_uri {evidence!r} is not a URI")

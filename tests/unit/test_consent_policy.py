@@ -61,7 +61,10 @@ def change(
     event_id: str | None = None,
     recorded_at: datetime = NOW - DAY,
     recorded_by: str = "privacy-officer@example.org",
+    justification: str | None = None,
 ) -> ConsentChange:
+    if justification is None and basis == LegalBasis.PUBLIC_FIGURE:
+        justification = "head of government, photographed in office"
     return ConsentChange(
         event_id=f"ev-{next(_counter)}" if event_id is None else event_id,
         subject_id=subject_id,
@@ -73,6 +76,7 @@ def change(
         evidence_uri=evidence_uri,
         recorded_at=recorded_at,
         recorded_by=recorded_by,
+        justification=justification,
     )
 
 
@@ -129,9 +133,18 @@ def test_every_reason_is_listed_not_just_the_first() -> None:
     assert len(reasons) == 3
 
 
-def test_public_figures_and_contracts_need_no_evidence() -> None:
-    assert validate(change(basis=LegalBasis.PUBLIC_FIGURE, evidence_uri=None, scopes=[])) == []
+def test_contracts_need_no_evidence() -> None:
     assert validate(change(basis=LegalBasis.CONTRACT, evidence_uri=None)) == []
+
+
+def test_a_public_figure_needs_evidence_and_a_justification_like_any_basis() -> None:
+    assert validate(change(basis=LegalBasis.PUBLIC_FIGURE, scopes=[])) == []
+    assert validate(change(basis=LegalBasis.PUBLIC_FIGURE, evidence_uri=None)) == [
+        "public figure without evidence_uri"
+    ]
+    assert validate(change(basis=LegalBasis.PUBLIC_FIGURE, justification=" ")) == [
+        "public figure without a justification"
+    ]
 
 
 def test_a_withdrawal_is_honoured_whatever_else_is_missing() -> None:
@@ -254,7 +267,7 @@ def test_the_state_round_trips_through_json() -> None:
     state = mark_expiry_warned(mark_purged(state_of(change(), change(ConsentAction.WITHDRAWN)), NOW), NOW)
     text = json.dumps(state.to_dict())
     assert ConsentState.from_dict(json.loads(text)) == state
-    open_ended = state_of(change(valid_until=None, evidence_uri=None, basis=LegalBasis.PUBLIC_FIGURE))
+    open_ended = state_of(change(valid_until=None, basis=LegalBasis.PUBLIC_FIGURE))
     assert ConsentState.from_dict(json.loads(json.dumps(open_ended.to_dict()))) == open_ended
 
 
@@ -279,8 +292,8 @@ def test_a_contract_covering_the_scopes_is_green() -> None:
     assert decision(state_of(change(basis=LegalBasis.CONTRACT))).reason == "consent:contract"
 
 
-def test_a_public_figure_is_green_without_evidence_with_the_scopes_given() -> None:
-    state = state_of(change(basis=LegalBasis.PUBLIC_FIGURE, evidence_uri=None, scopes=["editorial"]))
+def test_a_public_figure_is_green_with_the_scopes_given() -> None:
+    state = state_of(change(basis=LegalBasis.PUBLIC_FIGURE, scopes=["editorial"]))
     assert decision(state) == Decision(FaceStatus.GREEN, "public_figure", ("editorial",))
     assert decision(state).may_name
 
