@@ -1,10 +1,11 @@
-"""The hash chain: each audit record carries the hash of the one before it.
+"""The hash chain: each audit record carries the hash of the one before it, and is signed.
 
 ``hash = sha256(canonical form of every other field, prev_hash included)``, hex. Changing any
 field of a record changes its hash; recomputing that hash breaks the next record's link; removing
-or inserting a record breaks the seq run and a link. A keyless chain cannot stop someone who
-rewrites the whole tail from the altered record on: keep the head (seq, hash) somewhere else
-(``VerifyReport`` prints it) and pass it back as ``expected_heads`` to detect that too.
+or inserting a record breaks the seq run and a link. A hash alone cannot stop someone who
+rewrites the whole tail, or writes a whole new chain: so each link is also signed with the
+workers' key (``signature`` = Ed25519 over ``link_message(signed_by, hash)``, audit/keys.py), and
+the heads are anchored outside the topic (audit/anchors.py) to detect a removed tail.
 
 Several writers append in parallel (one per partition of the consent join), each to its own chain
 named by ``AuditRecord.chain``; order and links only mean something within one chain.
@@ -17,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ..contract import AuditRecord, utcnow
 from .actions import AuditAction
@@ -25,6 +26,7 @@ from .guard import check_no_biometrics
 
 GENESIS = "0" * 64  # prev_hash of the first record (seq 0) of every chain
 _DOMAIN = "facegate.audit.v1"
+_LINK_DOMAIN = b"facegate.audit.signature.v1\x00"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -43,7 +45,7 @@ def _millis(at: datetime) -> int:
 
 
 def canonical_bytes(record: AuditRecord) -> bytes:
-    """The bytes that are hashed: every field but ``hash``, as sorted compact JSON.
+    """The bytes that are hashed: every field but ``hash`` and the signature, as sorted compact JSON.
 
     ``at`` is written as epoch milliseconds, the precision Avro's timestamp-millis keeps, so a
     record hashes the same before and after a round trip through the topic.
@@ -64,6 +66,18 @@ def canonical_bytes(record: AuditRecord) -> bytes:
 
 def record_hash(record: AuditRecord) -> str:
     return hashlib.sha256(canonical_bytes(record)).hexdigest()
+
+
+def link_message(key_id: str, hash_hex: str) -> bytes:
+    """What a link's signature covers: the signing key's id and the record's hash (all of it)."""
+    return _LINK_DOMAIN + key_id.encode("utf-8") + b"\x00" + hash_hex.encode("ascii")
+
+
+class Signer(Protocol):
+    @property
+    def key_id(self) -> str: ...
+
+    def sign(self, message: bytes) -> bytes: ...
 
 
 def detail_json(detail: Mapping[str, Any]) -> str:
@@ -92,26 +106,31 @@ class AuditChain:
     publish that same record again; appending again would leave a gap in the chain.
     """
 
-    def __init__(self, chain: str = "main", *, head: ChainHead | None = None) -> None:
+    def __init__(
+        self, chain: str = "main", *, head: ChainHead | None = None, signer: Signer | None = None
+    ) -> None:
         if not chain or chain != chain.strip():
             raise ValueError(f"bad chain name {chain!r}")
         self.chain = chain
+        self.signer = signer
         self._next_seq = 0 if head is None else head.seq + 1
         self._prev_hash = GENESIS if head is None else head.hash
 
     @classmethod
-    def resume(cls, last: AuditRecord | None, chain: str = "main") -> AuditChain:
+    def resume(
+        cls, last: AuditRecord | None, chain: str = "main", signer: Signer | None = None
+    ) -> AuditChain:
         """Continue after ``last``, the newest record already written to this chain (None: start).
 
         The last record is re-hashed first: resuming from a tampered head would bless it.
         """
         if last is None:
-            return cls(chain)
+            return cls(chain, signer=signer)
         if last.chain != chain:
             raise ValueError(f"record belongs to chain {last.chain!r}, not {chain!r}")
         if record_hash(last) != last.hash:
             raise ValueError(f"cannot resume chain {chain!r}: record seq {last.seq} does not match its hash")
-        return cls(chain, head=ChainHead(last.seq, last.hash))
+        return cls(chain, head=ChainHead(last.seq, last.hash), signer=signer)
 
     @property
     def head(self) -> ChainHead | None:
@@ -139,7 +158,12 @@ class AuditChain:
             hash="",
             chain=self.chain,
         )
-        sealed = dataclasses.replace(unsealed, hash=record_hash(unsealed))
+        digest = record_hash(unsealed)
+        sealed = dataclasses.replace(unsealed, hash=digest)
+        if self.signer is not None:
+            key_id = self.signer.key_id
+            signature = self.signer.sign(link_message(key_id, digest))
+            sealed = dataclasses.replace(sealed, signed_by=key_id, signature=signature)
         self._next_seq += 1
         self._prev_hash = sealed.hash
         return sealed

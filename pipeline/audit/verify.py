@@ -1,4 +1,8 @@
-"""Verify audit chains: find altered, inserted, removed and reordered records, and say where.
+"""Verify audit chains: find altered, inserted, removed, reordered and forged records, and say where.
+
+With ``keys`` (the workers' public keys, from the anchor store) every link must carry a valid
+signature by one of them: a chain written by anyone else, however well hashed, fails. With
+``expected_heads`` (the anchored heads) a chain that ends early, or is missing, fails.
 
 Records are checked per chain in the order given (the order they were read). A reader that
 merges several partitions should sort each chain by seq first (``sorted(records, key=by_chain_seq)``);
@@ -14,8 +18,11 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from ..contract import AuditRecord
-from .chain import GENESIS, ChainHead, record_hash
+from .chain import GENESIS, ChainHead, link_message, record_hash
 
 
 class ProblemKind(enum.StrEnum):
@@ -25,6 +32,10 @@ class ProblemKind(enum.StrEnum):
     OUT_OF_ORDER = "out_of_order"  # seq not after the previous one: inserted, replayed or reordered
     MISSING_START = "missing_start"  # the chain does not begin at seq 0 / its anchor
     TRUNCATED = "truncated"  # the chain ends before the expected head: tail removed
+    UNSIGNED = "unsigned"  # no signature where every link must be signed
+    UNKNOWN_KEY = "unknown_key"  # signed by a key that is not a worker's: forged
+    BAD_SIGNATURE = "bad_signature"  # the signature does not match: altered or forged
+    UNANCHORED = "unanchored"  # a chain the anchors do not know: forged (or anchors lost)
 
 
 @dataclass(frozen=True)
@@ -88,14 +99,17 @@ def verify(
     *,
     anchors: Mapping[str, ChainHead] | None = None,
     expected_heads: Mapping[str, ChainHead] | None = None,
+    keys: Mapping[str, Ed25519PublicKey] | None = None,
 ) -> VerifyReport:
     """Check every chain in ``records``.
 
     anchors: per chain, the (seq, hash) of the record just before the first one given, when only
     a suffix is verified (e.g. after retention dropped the start). Without one a chain must begin
     at seq 0 with the genesis prev_hash.
-    expected_heads: per chain, the head known from an earlier verification; a chain that ends
-    before it (or is absent) is reported as truncated.
+    expected_heads: per chain, the head known from an earlier verification or the anchor store; a
+    chain that ends before it (or is absent) is reported as truncated. When given, a chain it
+    does not name is reported as unanchored.
+    keys: key id -> public key of every key allowed to sign links; None skips signature checks.
     """
     per_chain: dict[str, list[tuple[int, AuditRecord]]] = {}
     total = 0
@@ -109,8 +123,12 @@ def verify(
     duplicates = 0
     for name in sorted(set(per_chain) | set(expected_heads)):
         chain_problems, summary, dups = _verify_chain(
-            name, per_chain.get(name, []), anchors.get(name), expected_heads.get(name)
+            name, per_chain.get(name, []), anchors.get(name), expected_heads.get(name), keys
         )
+        if expected_heads and name not in expected_heads:
+            chain_problems.append(
+                Problem(name, None, None, ProblemKind.UNANCHORED, "no anchored head for this chain")
+            )
         problems.extend(chain_problems)
         summaries[name] = summary
         duplicates += dups
@@ -129,6 +147,7 @@ def _verify_chain(
     records: list[tuple[int, AuditRecord]],
     anchor: ChainHead | None,
     expected_head: ChainHead | None,
+    keys: Mapping[str, Ed25519PublicKey] | None,
 ) -> tuple[list[Problem], ChainSummary, int]:
     problems: list[Problem] = []
     expected_seq = 0 if anchor is None else anchor.seq + 1
@@ -148,6 +167,10 @@ def _verify_chain(
             continue
         if own_hash != record.hash:
             report(ProblemKind.HASH_MISMATCH, "content does not match its hash: the record was altered")
+        if keys is not None:
+            signature_problem = _check_signature(record, keys)
+            if signature_problem is not None:
+                report(*signature_problem)
         if record.seq < expected_seq:
             report(
                 ProblemKind.OUT_OF_ORDER,
@@ -195,4 +218,19 @@ def _check_expected_head(
             ProblemKind.BROKEN_LINK,
             f"seq {expected.seq} differs from the recorded head: the chain was rewritten from there",
         )
+    return None
+
+
+def _check_signature(
+    record: AuditRecord, keys: Mapping[str, Ed25519PublicKey]
+) -> tuple[ProblemKind, str] | None:
+    if not record.signed_by or not record.signature:
+        return ProblemKind.UNSIGNED, "the link is not signed"
+    key = keys.get(record.signed_by)
+    if key is None:
+        return ProblemKind.UNKNOWN_KEY, f"signed by {record.signed_by}, which is no worker key"
+    try:
+        key.verify(record.signature, link_message(record.signed_by, record.hash))
+    except InvalidSignature:
+        return ProblemKind.BAD_SIGNATURE, f"the signature does not verify under {record.signed_by}"
     return None

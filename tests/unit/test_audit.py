@@ -88,7 +88,12 @@ def test_hash_covers_every_field_but_itself() -> None:
         "prev_hash": "f" * 64,
         "chain": "other",
     }
-    assert set(changes) == {f.name for f in dataclasses.fields(AuditRecord)} - {"hash"}
+    # The signature fields are not hashed: the signature covers the hash instead.
+    assert set(changes) == {f.name for f in dataclasses.fields(AuditRecord)} - {
+        "hash",
+        "signed_by",
+        "signature",
+    }
     for name, value in changes.items():
         assert record_hash(dataclasses.replace(record, **{name: value})) != record.hash, name  # type: ignore[arg-type]
 
@@ -437,6 +442,8 @@ def test_standard_details_pass_the_guard_and_round_trip() -> None:
 def test_records_written_before_the_chain_field_still_decode_into_main() -> None:
     v1 = Schema.from_json(json.loads((SCHEMA_DIR / "history" / "AuditRecord.v1.avsc").read_text()))
     record = make_chain(1)[0]
-    old_bytes = v1.encode({k: v for k, v in record.to_avro().items() if k != "chain"})
+    old_bytes = v1.encode(
+        {k: v for k, v in record.to_avro().items() if k not in ("chain", "signed_by", "signature")}
+    )
     decoded = AuditRecord.from_bytes(old_bytes)
     assert decoded.chain == "main" and decoded == record
