@@ -27,6 +27,7 @@ class KafkaSettings(_Section):
     topic_assets: str = "facegate.assets"
     topic_consent: str = "facegate.consent"
     topic_enrollments: str = "facegate.enrollments"
+    topic_erasures: str = "facegate.erasures"  # officers' signed erasure requests (Art. 17)
     topic_tags: str = "facegate.tags"
     topic_purges: str = "facegate.purges"
     topic_audit: str = "facegate.audit"
@@ -88,6 +89,13 @@ class PrivacySettings(_Section):
     retired_master_keys: tuple[SecretStr, ...] = ()
     # The organisation's standard uses of a face tag: a consent covering fewer is AMBER (scope-limited).
     standard_scopes: tuple[str, ...] = ("editorial", "archive")
+    # The privacy officers the workers trust (pipeline/officers): a file the operator controls,
+    # never a topic. None: <data_dir>/officers/registry.json; in production a read-only mount.
+    officer_registry: Path | None = None
+    # Where the CLI keeps officers' private keys (mode 0600). None: <data_dir>/officers/keys.
+    officer_keys: Path | None = None
+    officer: str | None = None  # the officer the CLI signs as; None: the only key in officer_keys
+    officer_passphrase: SecretStr | None = None  # unlocks that key; unset: asked for when needed
 
 
 class RecognitionSettings(_Section):

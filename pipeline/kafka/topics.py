@@ -39,6 +39,7 @@ TOPIC_CONFIG: dict[str, dict[str, str]] = {
     "topic_tags": COMPACT,  # current faces per asset
     "topic_gallery": COMPACT,  # gallery replica per subject
     "topic_purges": KEEP_FOREVER,  # erasure receipts
+    "topic_erasures": KEEP_FOREVER,  # the signed requests those receipts answer
     "topic_audit": KEEP_FOREVER,  # hash-chained audit log
 }
 
