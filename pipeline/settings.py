@@ -136,6 +136,8 @@ class StackSettings(_Section):
     triton_metrics_port: int = Field(default=0, ge=0, le=65535)
     start_timeout_s: float = Field(default=30.0, gt=0)
     stop_timeout_s: float = Field(default=10.0, gt=0)
+    # the broker writes all its records to one file when stopped: seconds at hundreds of MiB
+    broker_stop_timeout_s: float = Field(default=120.0, gt=0)
     workers: bool = True  # start the pipeline workers too; False: infrastructure only
 
 

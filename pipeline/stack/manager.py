@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import ConfigError, StackError
 from ..settings import Settings
-from . import procs
+from . import datadir, procs
 from . import state as statefile
 from .parts import EXTERNAL, INFRASTRUCTURE, LOCAL, PROCESS, Context, Part, QdrantPart, TritonPart, all_parts
 from .ports import HOST, PortPicker, is_free
@@ -158,6 +158,7 @@ def up(settings: Settings) -> Endpoints:
     settings = _absolute(settings)
     data_dir = settings.data_dir
     with statefile.locked(data_dir):
+        datadir.open_marker(data_dir)
         state = statefile.load(data_dir) or StackState(data_dir=str(data_dir), run_id=secrets.token_hex(4))
         ctx = Context(settings, data_dir, state.run_id)
         _Starter(ctx, state).run()
@@ -211,6 +212,7 @@ class _Starter:
                         "run `facegate down` first"
                     )
                 self.pending.append(part)
+        self._restart_dependants()
         # Ports reserved by running parts must not be handed out again.
         for recorded in self.state.parts.values():
             self.picker.taken.update(recorded.ports.values())
@@ -223,6 +225,23 @@ class _Starter:
         for part in self.pending:
             if part.mode(self.settings) == EXTERNAL:
                 self.external[part.name] = part.check_external(self.ctx)
+
+    def _restart_dependants(self) -> None:
+        """Running parts that need a part back from a crash (the broker) are restarted with it."""
+        crashed = set()
+        for part in self.pending:
+            recorded = self.state.parts.get(part.name)
+            ran = recorded is not None and recorded.process is not None and recorded.mode == PROCESS
+            if part.restarts_dependants and ran and not part.stopped_cleanly(self.ctx):
+                crashed.add(part.name)
+        stale = [item for item in self.starting.values() if crashed & set(item.part.needs)]
+        if not stale:
+            return
+        timeout = max(item.part.stop_timeout_s(self.settings) for item in stale)
+        procs.stop_all([item.record for item in stale], timeout)
+        for item in stale:
+            del self.starting[item.part.name]
+            self.pending.append(item.part)
 
     def _start(self, part: Part) -> None:
         mode = part.mode(self.settings)
@@ -355,10 +374,15 @@ def down(settings: Settings) -> list[tuple[str, bool]]:
         if state is None:
             return []
         stopped: list[tuple[str, bool]] = []
+        known = {part.name: part for part in all_parts()}
         for wave in _stop_waves(state):
             records = [(n, state.parts[n].process) for n in wave]
             started = [(n, r) for n, r in records if r is not None]
-            results = procs.stop_all([r for _, r in started], settings.stack.stop_timeout_s)
+            timeout = max(
+                known[n].stop_timeout_s(settings) if n in known else settings.stack.stop_timeout_s
+                for n in wave
+            )
+            results = procs.stop_all([r for _, r in started], timeout)
             stopped += [(n, ok) for (n, _), ok in zip(started, results, strict=True)]
         _remove_shm(state.run_id)
         statefile.remove(data_dir)

@@ -117,6 +117,18 @@ class Part:
     def allocate(self, settings: Settings, picker: PortPicker) -> dict[str, int]:
         return {}
 
+    # Whether the parts that need this one must be restarted with it after it crashed (their
+    # in-memory view of it is ahead of what it came back with).
+    restarts_dependants: bool = False
+
+    def stop_timeout_s(self, settings: Settings) -> float:
+        """How long ``down`` waits after SIGTERM before SIGKILL."""
+        return settings.stack.stop_timeout_s
+
+    def stopped_cleanly(self, ctx: Context) -> bool:
+        """After the process is gone: did it stop cleanly? (Only asked of ``restarts_dependants``.)"""
+        return False
+
     def preflight(self, settings: Settings) -> None:
         """Raise StackError if the part cannot start (a missing binary), before anything starts."""
 
