@@ -16,9 +16,9 @@ def cli() -> None:
 
 def _register() -> None:
     # Imported here so that `facegate --help` stays the one place that lists them all.
-    from . import access, gallery, ingest, privacy, reset, stack, tail, worker
+    from . import access, gallery, ingest, officers, privacy, reset, stack, tail, worker
 
-    for module in (stack, reset, worker, ingest, tail, privacy, access, gallery):
+    for module in (stack, reset, worker, ingest, tail, privacy, officers, access, gallery):
         for command in module.COMMANDS:
             cli.add_command(command)
 
