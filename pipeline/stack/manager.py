@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, StackError
+from ..officers import ensure_first_officer
 from ..settings import Settings
 from . import datadir, procs
 from . import state as statefile
@@ -159,6 +160,9 @@ def up(settings: Settings) -> Endpoints:
     data_dir = settings.data_dir
     with statefile.locked(data_dir):
         datadir.open_marker(data_dir)
+        # Consent-plane records take effect only when an officer signed them: a fresh embedded
+        # stack gets one (with a warning), so that `facegate consent grant` works at once.
+        ensure_first_officer(settings)
         state = statefile.load(data_dir) or StackState(data_dir=str(data_dir), run_id=secrets.token_hex(4))
         ctx = Context(settings, data_dir, state.run_id)
         _Starter(ctx, state).run()
