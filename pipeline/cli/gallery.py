@@ -9,8 +9,10 @@ import click
 
 from ..contract import ObjectRef, SubjectEnrollment, utcnow
 from ..contract.internal import GalleryAction, GalleryChange
+from ..officers import sign
 from ..vault import open_vault
-from .common import connected_settings, operator, producer
+from .common import connected_settings, producer
+from .privacy import officer_key, officer_option
 
 
 @click.command()
@@ -18,15 +20,18 @@ from .common import connected_settings, operator, producer
     "--reembed",
     is_flag=True,
     help="After a model change: re-enroll every subject from their reference photos with the "
-    "current model (the consent is checked again), instead of reloading stored faceprints.",
+    "current model (the consent is checked again), instead of reloading stored faceprints. "
+    "The re-enrollments are signed by the officer (--officer).",
 )
-def reindex(reembed: bool) -> None:
+@officer_option
+def reindex(reembed: bool, officer: str | None) -> None:
     """Rebuild every worker's gallery from the encrypted vault.
 
     Publishes one gallery change per subject on the gallery topic; each worker reloads that
     subject's faceprints from the vault into its Qdrant replica (or the shared Qdrant server).
     Faceprints never travel on Kafka: the message names the subject only.
     """
+    key = officer_key(officer) if reembed else None
     settings = connected_settings(kafka=True)
     vault = open_vault(settings)
     try:
@@ -40,9 +45,9 @@ def reindex(reembed: bool) -> None:
     out = producer(settings)
     k = settings.kafka
     for subject in sorted(counts):
-        if reembed:
+        if key is not None:
             refs = [ObjectRef(*ref.split("/", 1)) for ref in sorted(references[subject])]
-            record = SubjectEnrollment(str(uuid.uuid4()), subject, refs, utcnow(), operator())
+            record = sign(SubjectEnrollment(str(uuid.uuid4()), subject, refs, utcnow()), key)
             out.send(k.topic_enrollments, subject, record.to_bytes())
         else:
             change = GalleryChange(subject, GalleryAction.UPSERT, counts[subject], utcnow())

@@ -1,7 +1,9 @@
 """The privacy officer's commands: consent, enrollment, erasure, right of access, audit.
 
-They produce events; the worker acts on them (and validates them again: an invalid event from
-any producer is dead-lettered there). ``--wait`` follows the worker's answer on its topic.
+They produce events signed with the officer's key (pipeline/officers); the worker verifies the
+signature against its officer registry and validates the event again (an unsigned or invalid
+event from any producer is dead-lettered and audited there). They write external topics only.
+``--wait`` follows the worker's answer on its topic.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from ..contract.internal import ErasureRequest
 from ..errors import FacegateError, StackError
 from ..kafka.io import end_offsets, read_all, read_topic
 from ..objects import s3_client
-from ..settings import Settings
+from ..officers import OfficerKey, sign, unlock
+from ..settings import Settings, get_settings
 from . import render
 from .common import When, bootstrap, connected_settings, operator, producer
 from .history import ConsentView, audit_detail, consent_view, purges_of
@@ -61,7 +64,13 @@ def _subject_arg(_ctx: click.Context, _param: click.Parameter, value: str) -> st
 
 
 subject_argument = click.argument("subject", callback=_subject_arg)
-by_option = click.option("--by", "by", default=None, help="Who records this (default: your login name).")
+officer_option = click.option(
+    "--officer",
+    "officer",
+    default=None,
+    metavar="ID",
+    help="The privacy officer who signs (default: privacy.officer, or the only key in privacy.officer_keys).",
+)
 
 wait_timeout = click.option(
     "--timeout",
@@ -72,6 +81,16 @@ wait_timeout = click.option(
     show_default=True,
     help="How long --wait waits, in seconds.",
 )
+
+
+def officer_key(officer: str | None) -> OfficerKey:
+    """The signing officer's key, its passphrase asked for when it has one and none is set."""
+    return unlock(get_settings(), officer, ask=lambda prompt: click.prompt(prompt, hide_input=True))
+
+
+def signed(record: R, officer: str | None) -> R:
+    """``record`` signed by the officer (who becomes its recorded_by / requested_by)."""
+    return sign(record, officer_key(officer))
 
 
 def publish(settings: Settings, topic: str, key: str, record: Record) -> None:
@@ -131,8 +150,9 @@ def grant_change(
     valid_from: datetime | None,
     valid_until: datetime | None,
     by: str,
+    justification: str | None = None,
 ) -> ConsentChange:
-    """A GRANTED change (check it with ``policy.validate`` before sending)."""
+    """A GRANTED change (check it with ``policy.validate`` before sending; sign it to send it)."""
     now = utcnow()
     return ConsentChange(
         event_id=str(uuid.uuid4()),
@@ -145,6 +165,7 @@ def grant_change(
         evidence_uri=(evidence or "").strip() or None,
         recorded_at=now,
         recorded_by=by,
+        justification=(justification or "").strip() or None,
     )
 
 
@@ -195,36 +216,49 @@ def consent_group() -> None:
     help="A use the consent covers (repeat: --scope editorial --scope archive).",
 )
 @click.option(
-    "--evidence", default=None, help="URI of the signed consent / quitclaim (required for explicit_consent)."
+    "--evidence",
+    default=None,
+    help="URI of the signed consent / quitclaim (explicit_consent), or of the record that makes "
+    "the subject a public figure (public_figure).",
+)
+@click.option(
+    "--justification",
+    default=None,
+    help="Why the basis holds, in words (required for public_figure: their public role).",
 )
 @click.option("--from", "valid_from", type=When(), default=None, help="Valid from this date (default: now).")
 @click.option(
     "--until", "valid_until", type=When(), default=None, help="Valid until this date (default: open-ended)."
 )
-@by_option
+@officer_option
 def consent_grant(
     subject: str,
     basis: str,
     scopes: tuple[str, ...],
     evidence: str | None,
+    justification: str | None,
     valid_from: datetime | None,
     valid_until: datetime | None,
-    by: str | None,
+    officer: str | None,
 ) -> None:
-    """Record that SUBJECT may be named: a GRANTED consent change.
+    """Record that SUBJECT may be named: a GRANTED consent change, signed by the officer.
 
     Checked here as the worker will check it; an invalid grant is refused and nothing is sent.
 
     \b
       facegate consent grant S-1042 --basis explicit_consent --scope editorial \\
           --scope archive --evidence s3://quitclaims/S-1042.pdf --until 2027-12-31
+      facegate consent grant S-7 --basis public_figure --scope editorial \\
+          --evidence https://gov.example/cabinet --justification "minister, in office"
     """
+    basis_ = _BASES[basis.lower()]
     change = grant_change(
-        subject, _BASES[basis.lower()], scopes, evidence, valid_from, valid_until, by or operator()
+        subject, basis_, scopes, evidence, valid_from, valid_until, officer or operator(), justification
     )
     reasons = policy.validate(change)
     if reasons:
         raise click.ClickException(f"consent not sent: {'; '.join(reasons)}")
+    change = signed(change, officer)
     settings = connected_settings(kafka=True)
     publish(settings, settings.kafka.topic_consent, subject, change)
     click.echo(f"sent: {render.consent_text(change)[0]}")
@@ -234,8 +268,8 @@ def consent_grant(
 @subject_argument
 @click.option("--wait", is_flag=True, help="Wait for the erasure receipt (SubjectPurged) and print it.")
 @wait_timeout
-@by_option
-def consent_withdraw(subject: str, wait: bool, timeout_s: float, by: str | None) -> None:
+@officer_option
+def consent_withdraw(subject: str, wait: bool, timeout_s: float, officer: str | None) -> None:
     """Withdraw SUBJECT's consent: the worker purges their faceprints and untags every asset.
 
     The basis and scopes are taken from the current consent. The subject's reference photos
@@ -247,7 +281,7 @@ def consent_withdraw(subject: str, wait: bool, timeout_s: float, by: str | None)
     state = view.state
     if state is None or not view.active:
         raise click.ClickException(f"{subject} has {no_consent(view)}; nothing to withdraw")
-    change = withdrawal_change(state, by or operator())
+    change = signed(withdrawal_change(state, officer or operator()), officer)
     start = end_offsets(bootstrap(settings), settings.kafka.topic_purges) if wait else {}
     publish(settings, settings.kafka.topic_consent, subject, change)
     click.echo(f"sent: {render.consent_text(change)[0]}")
@@ -361,9 +395,9 @@ def is_enrollment_answer(subject: str, event_id: str) -> Callable[[Record], bool
     "--wait", is_flag=True, help="Wait for the worker's ENROLLED / ENROLLMENT_REFUSED audit record."
 )
 @wait_timeout
-@by_option
+@officer_option
 def enroll_command(
-    subject: str, photos: tuple[Path, ...], wait: bool, timeout_s: float, by: str | None
+    subject: str, photos: tuple[Path, ...], wait: bool, timeout_s: float, officer: str | None
 ) -> None:
     """Enroll SUBJECT from reference PHOTOS (one face each): faceprints for matching.
 
@@ -373,6 +407,7 @@ def enroll_command(
     again. With --wait, photos of a refused enrollment are deleted again.
     """
     types = reference_types(photos)  # before connecting: a wrong argument is no stack problem
+    key = officer_key(officer)
     settings = connected_settings(kafka=True, s3=True)
     decision = consent_of(settings, subject).decision
     if decision is None or not decision.may_name:
@@ -383,7 +418,7 @@ def enroll_command(
         )
     photo_files = [(p.name, p.read_bytes(), t) for p, t in zip(photos, types, strict=True)]
     refs = upload_references(s3_client(settings), settings.s3.enrollment_bucket, subject, photo_files)
-    request = enrollment(subject, refs, by or operator())
+    request = sign(enrollment(subject, refs, key.officer_id), key)
     topic = settings.kafka.topic_audit
     start = end_offsets(bootstrap(settings), topic) if wait else {}
     publish(settings, settings.kafka.topic_enrollments, subject, request)
@@ -406,15 +441,15 @@ def enroll_command(
 @subject_argument
 @click.option("--wait", is_flag=True, help="Wait for the erasure receipt (SubjectPurged) and print it.")
 @wait_timeout
-@by_option
-def erase_command(subject: str, wait: bool, timeout_s: float, by: str | None) -> None:
+@officer_option
+def erase_command(subject: str, wait: bool, timeout_s: float, officer: str | None) -> None:
     """Erase SUBJECT (right to erasure, Art. 17): faceprints, key and every tag naming them.
 
     Sends an erasure request to the consent join; it also ends any consent. The subject's
     reference photos are deleted from the enrollment bucket at once.
     """
     settings = connected_settings(kafka=True, s3=True)
-    request = erasure_request(subject, by or operator())
+    request = erasure_request(subject, officer or operator())
     start = end_offsets(bootstrap(settings), settings.kafka.topic_purges) if wait else {}
     publish(settings, settings.kafka.topic_subject_events, subject, request)
     click.echo(f"sent erasure request {request.event_id} for {subject}")
