@@ -7,9 +7,7 @@ import itertools
 import json
 import random
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,11 +16,9 @@ from pipeline.audit import (
     GENESIS,
     AuditAction,
     AuditChain,
-    BiometricDataError,
     ChainHead,
     ProblemKind,
     by_chain_seq,
-    check_no_biometrics,
     details,
     record_hash,
     verify,
@@ -332,64 +328,6 @@ def test_any_single_tampering_is_detected(n: int, mutation: str, data: st.DataOb
     report = verify(tampered, expected_heads={"main": head})
     assert not report.ok, mutation
     assert verify(records, expected_heads={"main": head}).ok
-
-
-# --- the biometric guard ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "detail",
-    [
-        {"embedding": [0.1, 0.2]},
-        {"faceprint": "AAAA"},
-        {"face_embedding": "x"},
-        {"query-Vector": {"a": 1}},
-        {"Descriptors": []},
-        {"scores": [float(i) for i in range(17)]},
-        {"rows": [[0.5] * 8 for _ in range(16)]},
-        {"nested": {"deeper": [{"values": list(range(64))}]}},
-        {"blob": b"\x00\x01"},
-        {"blob": bytearray(b"x")},
-        {"crop": np.zeros((4, 4), dtype=np.uint8)},
-        {"as_dict": {str(i): 0.25 for i in range(20)}},
-        {"b64": "QUJD" * 100},
-        {1: "non-string key"},
-    ],
-)
-def test_guard_refuses_biometric_looking_details(detail: dict[Any, Any]) -> None:
-    with pytest.raises(BiometricDataError):
-        check_no_biometrics(detail)
-    chain = AuditChain()
-    with pytest.raises(BiometricDataError):
-        chain.append(AuditAction.MATCH_DECIDED, subject_id="S-1", detail=detail)
-    assert chain.head is None  # nothing was sealed
-
-
-def test_guard_allows_decisions_counts_boxes_and_landmarks() -> None:
-    detail = {
-        "status": "GREEN",
-        "reason": "consent:explicit",
-        "similarity": 0.31,
-        "bbox": [10.0, 20.0, 64.0, 80.0],
-        "landmarks": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0],
-        "faceprints_deleted": 3,
-        "vector_count": 0,
-        "faceprint_ids": None,
-        "evidence_uri": "s3://legal/quitclaims/S-1.pdf",
-        "faces": [{"x": 1, "y": 2, "w": 3, "h": 4} for _ in range(40)],
-        "scopes": ["editorial", "archive"],
-        "model_version": "facegate_faces:1",
-    }
-    check_no_biometrics(detail)
-    record = AuditChain().append(AuditAction.MATCH_DECIDED, subject_id="S-1", detail=detail)
-    assert json.loads(record.detail) == detail
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.floats(allow_nan=False, width=32), min_size=17, max_size=512))
-def test_guard_refuses_any_embedding_sized_list(values: list[float]) -> None:
-    with pytest.raises(BiometricDataError):
-        check_no_biometrics({"anything": values})
 
 
 # --- details and compatibility ---------------------------------------------------------------
