@@ -36,6 +36,7 @@ from ..contract import (
     SubjectPurged,
     utcnow,
 )
+from ..contract.ids import subject_id_problem
 from ..contract.internal import ErasureRequest
 from ..errors import FacegateError, StackError
 from ..kafka.io import end_offsets, read_all, read_topic
@@ -52,10 +53,11 @@ _BASES = {b.value.lower(): b for b in LegalBasis}
 
 
 def check_subject_id(subject_id: str) -> str:
-    """Subject ids are pseudonyms used as Kafka keys and object key prefixes."""
+    """Subject ids are pseudonyms used as Kafka keys and object key prefixes (the worker's rule)."""
     value = subject_id.strip()
-    if not value or "/" in value or any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise click.BadParameter(f"{subject_id!r}: a subject id is non-blank, without spaces or '/'")
+    problem = subject_id_problem(value)
+    if problem:
+        raise click.BadParameter(f"{subject_id!r}: {problem}")
     return value
 
 
