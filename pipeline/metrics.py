@@ -20,6 +20,9 @@ an asset id, subject id, object key or person's name is never a label value.
 | facegate_purges_total | counter | reason | subjects purged (withdrawn, expired, erasure) |
 | facegate_purge_duration_seconds | histogram | | withdrawal/expiry seen to SubjectPurged emitted |
 | facegate_purges_pending | gauge | | withdrawals/expiries seen, purge not complete |
+| facegate_purge_step_failures_total | counter | step | purge step failures, each retried (never a DLQ) |
+| facegate_purge_references_kept_total | counter | reason | reference photos a purge may not delete |
+| facegate_s3_access_denied_total | counter | operation | S3 AccessDenied (permanent for the object) |
 | facegate_consent_table_subjects | gauge | | subjects in this worker's consent table |
 | facegate_work_in_flight | gauge | stage | assets (subjects, for purge) being worked on |
 | facegate_worker_ready | gauge | | 1 once partitions are assigned, tables recovered, streams consuming |
@@ -64,8 +67,11 @@ __all__ = [
     "PURGES",
     "PURGES_PENDING",
     "PURGE_DURATION",
+    "PURGE_REFERENCES_KEPT",
+    "PURGE_STEP_FAILURES",
     "QDRANT_QUERY_DURATION",
     "REGISTRY",
+    "S3_ACCESS_DENIED",
     "TRITON_REQUEST_DURATION",
     "TRITON_REQUEST_FACES",
     "TRITON_REQUEST_IMAGES",
@@ -200,6 +206,24 @@ PURGE_DURATION = Histogram(
 PURGES_PENDING = Gauge(
     "facegate_purges_pending",
     "Withdrawals or expiries seen whose purge has not completed yet.",
+    registry=REGISTRY,
+)
+PURGE_STEP_FAILURES = Counter(
+    "facegate_purge_step_failures",
+    "Failures of a purge step (key, references, gallery, revocations, receipt); each is retried until done.",
+    ["step"],
+    registry=REGISTRY,
+)
+PURGE_REFERENCES_KEPT = Counter(
+    "facegate_purge_references_kept",
+    "Reference photos a purge did not delete: outside the subject's prefix, or access denied.",
+    ["reason"],
+    registry=REGISTRY,
+)
+S3_ACCESS_DENIED = Counter(
+    "facegate_s3_access_denied",
+    "Object-store calls refused with AccessDenied (permanent for that object), by operation.",
+    ["operation"],
     registry=REGISTRY,
 )
 CONSENT_TABLE_SUBJECTS = Gauge(

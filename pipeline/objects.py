@@ -1,7 +1,11 @@
 """Reading assets from the object store (MinIO in production, SeaweedFS embedded; both speak S3).
 
 Failures are classified for the stream: an object that is gone or too large is permanent
-(dead-letter), a store that does not answer is transient (retry).
+(dead-letter), a store that does not answer is transient (retry). AccessDenied is permanent for
+that object: a bucket policy that refuses it will refuse it again, and retrying would stall the
+whole partition behind one object; it is counted (facegate_s3_access_denied_total) and alerted
+on, because it means a policy to fix. Bad credentials (an unknown key, a wrong signature) are
+refused for every object alike: retried until the operator fixes them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
+from . import metrics
 from .errors import PermanentError, StackError, TransientError
 from .settings import Settings
 
@@ -28,6 +33,10 @@ class ObjectMissing(PermanentError):
 
 class ObjectTooLarge(PermanentError):
     """The object is larger than settings.recognition.max_object_bytes."""
+
+
+class ObjectAccessDenied(PermanentError):
+    """The store's policy refuses this call on this object (AccessDenied)."""
 
 
 class ObjectStoreUnavailable(TransientError):
@@ -57,11 +66,16 @@ class ObjectStore:
         self._max_bytes = max_bytes
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="s3")
 
-    def _classify(self, bucket: str, key: str, exc: Exception) -> Exception:
+    def _classify(self, bucket: str, key: str, exc: Exception, operation: str = "read") -> Exception:
         if isinstance(exc, S3Error):
             if exc.code in _GONE:
                 return ObjectMissing(f"s3://{bucket}/{key}: {exc.code}")
-            if exc.code in {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+            if exc.code == "AccessDenied":
+                metrics.S3_ACCESS_DENIED.labels(operation=operation).inc()
+                return ObjectAccessDenied(
+                    f"s3://{bucket}/{key}: AccessDenied ({operation}; check the policy)"
+                )
+            if exc.code in {"InvalidAccessKeyId", "SignatureDoesNotMatch"}:
                 # A credential problem is an operator problem: retry until it is fixed.
                 return ObjectStoreUnavailable(f"s3://{bucket}/{key}: {exc.code} (check s3 credentials)")
         return ObjectStoreUnavailable(f"s3://{bucket}/{key}: {type(exc).__name__}: {exc}")
@@ -97,9 +111,9 @@ class ObjectStore:
                 self.client.remove_object(bucket, key)
             except S3Error as exc:
                 if exc.code not in _GONE:
-                    raise ObjectStoreUnavailable(f"s3://{bucket}/{key}: {exc.code}") from exc
+                    raise self._classify(bucket, key, exc, "delete") from exc
             except Exception as exc:
-                raise self._classify(bucket, key, exc) from exc
+                raise self._classify(bucket, key, exc, "delete") from exc
 
         await asyncio.get_running_loop().run_in_executor(self._pool, remove)
 

@@ -118,7 +118,7 @@ class Purges:
         photos = self.people[person]
         self._send(self.k.topic_consent, subject_id, grant(subject_id).to_bytes())
         bucket = self.stack.settings.s3.enrollment_bucket
-        refs = [f"refs/{subject_id}/{p.name.rsplit('/', 1)[-1]}" for p in photos[:REFERENCES]]
+        refs = [f"{subject_id}/{p.name.rsplit('/', 1)[-1]}" for p in photos[:REFERENCES]]
         for key, photo in zip(refs, photos, strict=False):
             self.uploader.put(key, photo.jpeg, bucket=bucket)
         self._send(self.k.topic_enrollments, subject_id, enrollment(subject_id, bucket, refs).to_bytes())

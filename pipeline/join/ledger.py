@@ -76,6 +76,10 @@ class AssetLedger:
         self._table[key] = [purge_id, True]
         return True
 
+    def awaiting(self, purge_id: str) -> list[str]:
+        """Assets whose revocation under ``purge_id`` is not acknowledged yet (scans: purges only)."""
+        return sorted(asset for asset, (pid, done) in self._scan(_REVOKING) if pid == purge_id and not done)
+
     def revoked(self, purge_id: str) -> list[str]:
         """Every asset the purge revokes, acknowledged or not (the list SubjectPurged proves)."""
         return sorted(asset for asset, (pid, _) in self._scan(_REVOKING) if pid == purge_id)

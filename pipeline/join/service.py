@@ -5,22 +5,19 @@ candidates from the recognize stage, erasure requests and revocation acknowledge
 one partition is one sequence, "no tag after withdrawal" needs no locks: a candidate processed
 after the withdrawal is decided RED, and every asset named before it is revoked.
 
-A purge runs in two steps. Start: the data key is destroyed (crypto-shredding the vault copy),
-the gallery points deleted, and each asset that named the subject gets a revocation. Finish:
-when the assembler has re-emitted every one of those assets without the subject, the
-SubjectPurged record (the proof) and its audit receipt are written. So by the time a
-SubjectPurged is published, no AssetFaces naming the subject can follow it.
+Fail closed (design invariant 7): a withdrawal or an erasure changes the subject's state and has
+it saved (``Effects.checkpoint``) before anything that can fail; the purge that follows is saved
+and retried step by step until done (purge.py). When the assembler has re-emitted every asset
+that named the subject without them, the SubjectPurged record (the proof) and its audit receipt
+are written, so no AssetFaces naming the subject can follow a SubjectPurged.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -28,6 +25,7 @@ import numpy as np
 
 from .. import metrics
 from ..audit import AuditAction
+from ..audit.guard import loggable_text
 from ..consent import policy
 from ..contract import (
     ConsentAction,
@@ -36,8 +34,8 @@ from ..contract import (
     PurgeReason,
     Record,
     SubjectEnrollment,
-    SubjectPurged,
 )
+from ..contract.ids import check_subject_id, reference_problem
 from ..contract.internal import (
     ConsentReview,
     ErasureRequest,
@@ -49,27 +47,16 @@ from ..contract.internal import (
 )
 from ..errors import PermanentError
 from ..gallery import GalleryIndex
-from ..recognize.retry import until_done
 from ..settings import Settings
-from ..vault import FaceprintVault, UndecryptableError
-from .subject import PendingPurge, SubjectRecord
+from ..vault import FaceprintVault
+from .purge import Compact, ListObjects, Purges, RemoveObject, RetryPolicy
+from .subject import SubjectRecord
 
 log = logging.getLogger(__name__)
-
-ANY_VERSION = "*"
-_PURGE_REASON_TEXT = {
-    PurgeReason.WITHDRAWN: policy.REASON_WITHDRAWN,
-    PurgeReason.EXPIRED: policy.REASON_EXPIRED,
-    PurgeReason.ERASURE_REQUEST: "erased",
-}
 
 
 class InvalidConsent(PermanentError):
     """A consent change the policy rejects; dead-lettered with the reasons."""
-
-
-class RemoveObject(Protocol):
-    async def __call__(self, bucket: str, key: str) -> None: ...
 
 
 class ReferenceFaces(Protocol):
@@ -78,13 +65,21 @@ class ReferenceFaces(Protocol):
     async def __call__(self, bucket: str, key: str) -> tuple[list[np.ndarray], str]: ...
 
 
+async def _nothing() -> None:
+    return None
+
+
 @dataclass
 class Effects:
-    """What the agent gives the join for one event: where output goes, and the clock."""
+    """What the agent gives the join for one event: where output goes, the clock, and
+    ``checkpoint``: make what the event did so far durable in the middle of it (wait for the
+    records sent so far to be acknowledged, then save the subject's state, its asset ledger and
+    the audit chain's head), so that a failure later in the event cannot undo it."""
 
     send: Callable[[str, str, Record], Awaitable[None]]  # topic, key, record
     audit: Callable[..., Awaitable[None]]  # (action, subject_id=, asset_id=, detail=)
     now: datetime
+    checkpoint: Callable[[], Awaitable[None]] = field(default=_nothing)
 
 
 class ConsentJoin:
@@ -95,19 +90,31 @@ class ConsentJoin:
         gallery: GalleryIndex,
         reference_faces: ReferenceFaces,
         remove_object: RemoveObject,
+        *,
+        list_objects: ListObjects | None = None,
+        compact: Compact | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.topics = settings.kafka
         self.vault = vault
         self.gallery = gallery
         self.reference_faces = reference_faces
-        self.remove_object = remove_object
         self.amber_window = timedelta(days=settings.privacy.amber_window_days)
+        self.enrollment_bucket = settings.s3.enrollment_bucket
+        self.purges = Purges(
+            settings, vault, gallery, remove_object, list_objects=list_objects, compact=compact, retry=retry
+        )
 
     def decide(self, state: SubjectRecord, now: datetime) -> policy.Decision:
         return policy.decide(state.consent, now, self.amber_window, self.settings.privacy.standard_scopes)
 
     async def handle(self, state: SubjectRecord, message: Record, fx: Effects) -> None:
+        check_subject_id(state.subject_id)  # a table key; the join's own keys are not subject ids
+        if state.purge is not None:
+            # A purge saved but not finished (the worker died in it): it comes first, so the
+            # event that follows sees the subject purged.
+            await self.purges.resume(state, fx)
         match message:
             case ConsentChange():
                 await self.on_consent(state, message, fx)
@@ -138,6 +145,9 @@ class ConsentJoin:
         already = state.consent is not None and change.event_id in state.consent.history
         state.consent = policy.apply(state.consent, change)
         if already:
+            if change.action == ConsentAction.WITHDRAWN:
+                # Redelivered after a crash: the state was saved, the purge may not have been.
+                await self.purges.start(state, PurgeReason.WITHDRAWN, change.event_id, fx)
             return
         about = {"subject_id": change.subject_id, "stage": "join"}
         log.info("consent %s applied", change.action.value, extra=about)
@@ -151,12 +161,17 @@ class ConsentJoin:
                 "scopes": list(change.scopes),
                 "valid_from": change.valid_from.isoformat(),
                 "valid_until": change.valid_until.isoformat() if change.valid_until else None,
-                "evidence_uri": change.evidence_uri,
-                "recorded_by": change.recorded_by,
+                # Free text from the producer (a presigned URL, an identity token): never a reason
+                # for the audit, and so the withdrawal, to fail.
+                "evidence_uri": loggable_text(change.evidence_uri),
+                "recorded_by": loggable_text(change.recorded_by),
             },
         )
+        # Saved with its audit record before anything else is attempted: from here on the
+        # change holds (a withdrawal keeps the subject RED), whatever fails.
+        await fx.checkpoint()
         if change.action == ConsentAction.WITHDRAWN:
-            await self.start_purge(state, PurgeReason.WITHDRAWN, change.event_id, fx)
+            await self.purges.start(state, PurgeReason.WITHDRAWN, change.event_id, fx)
         else:
             # Scopes or validity changed: bring the tags that name the subject up to date.
             await self.redecide_named(state, fx)
@@ -169,7 +184,7 @@ class ConsentJoin:
         if not decision.may_name:
             # e.g. an UPDATED that moved valid_until into the past: the same as an expiry.
             cause = f"expired:{state.consent.changed_at.isoformat() if state.consent else ''}"
-            await self.start_purge(state, PurgeReason.EXPIRED, cause, fx)
+            await self.purges.start(state, PurgeReason.EXPIRED, cause, fx)
             return
         for asset_id, etag in state.assets.named().items():
             await fx.send(
@@ -218,6 +233,12 @@ class ConsentJoin:
         stored, refused = 0, []
         for ref in enrollment.references:
             reference = f"{ref.bucket}/{ref.object_key}"
+            problem = reference_problem(
+                subject, ref.bucket, ref.object_key, self.settings.s3.enrollment_bucket
+            )
+            if problem:  # never read, and so never deleted by a purge: it is not the subject's
+                refused.append({"reference": reference, "reason": problem})
+                continue
             try:
                 embeddings, model_version = await self.reference_faces(ref.bucket, ref.object_key)
             except PermanentError as exc:
@@ -310,131 +331,20 @@ class ConsentJoin:
             if decision.status != FaceStatus.RED or state.consent is None or state.consent.purged_at:
                 return  # a stale timer tick: renewed, or already purged
         else:
+            if request.reason == PurgeReason.ERASURE_REQUEST:
+                # Erasure ends every basis for processing: nothing may name them afterwards.
+                state.consent = None
             await fx.audit(
                 AuditAction.ERASURE_REQUESTED,
                 subject_id=state.subject_id,
                 detail={
                     "event_id": request.event_id,
                     "reason": request.reason.value,
-                    "by": request.requested_by,
+                    "by": loggable_text(request.requested_by),
                 },
             )
-            if request.reason == PurgeReason.ERASURE_REQUEST:
-                # Erasure ends every basis for processing: nothing may name them afterwards.
-                state.consent = None
-        await self.start_purge(state, request.reason, request.event_id, fx)
-
-    async def start_purge(self, state: SubjectRecord, reason: PurgeReason, cause: str, fx: Effects) -> None:
-        purge_id = _purge_id(state.subject_id, cause)
-        if purge_id in state.purged or (state.purge and state.purge.purge_id == purge_id):
-            return  # the same event redelivered
-        if state.purge is not None:
-            purge_id = state.purge.purge_id
-        subject = state.subject_id
-        references = await self._references(subject)
-        receipt = await asyncio.to_thread(self.vault.destroy_subject, subject)
-        for reference in references:
-            # The reference photos are the subject's personal data too: they go with the faceprints.
-            await until_done(functools.partial(self._remove_reference, reference), stage="purge")
-        points = await self.gallery.delete_subject(subject)
-        await fx.send(
-            self.topics.topic_gallery, subject, GalleryChange(subject, GalleryAction.DELETE, 0, fx.now)
-        )
-        await fx.audit(
-            AuditAction.KEY_DESTROYED,
-            subject_id=subject,
-            detail={
-                "purge_id": purge_id,
-                "gallery_points_deleted": points,
-                "reference_photos_deleted": len(references),
-                **receipt.to_detail(),
-            },
-        )
-        if state.purge is None:
-            state.purge = PendingPurge(
-                purge_id=purge_id,
-                reason=reason,
-                started_at=time.time(),
-                remaining=0,
-                faceprints_deleted=receipt.faceprints_deleted,
-                key_destroyed=receipt.key_destroyed,
-            )
-            metrics.PURGES_PENDING.inc()
-        else:
-            # A second cause while the first purge waits for acknowledgements: one purge, one proof.
-            state.purge.faceprints_deleted += receipt.faceprints_deleted
-            state.purge.key_destroyed = state.purge.key_destroyed or receipt.key_destroyed
-        purge_id = state.purge.purge_id
-        revoked, awaited = state.assets.revoke_named(purge_id)
-        state.purge.remaining += awaited
-        text = _PURGE_REASON_TEXT[reason]
-        for asset_id in revoked:
-            await fx.send(
-                self.topics.topic_asset_events,
-                asset_id,
-                SubjectDecision(asset_id, ANY_VERSION, subject, FaceStatus.RED, text, [], purge_id),
-            )
-        state.faceprints = 0
-        if not state.purge.remaining:
-            await self.finish_purge(state, fx)
-
-    async def _remove_reference(self, reference: str) -> None:
-        bucket, _, key = reference.partition("/")
-        await self.remove_object(bucket, key)
-
-    async def _references(self, subject: str) -> list[str]:
-        try:
-            faceprints = await asyncio.to_thread(self.vault.faceprints, subject)
-        except UndecryptableError:
-            return []  # already shredded
-        return sorted({f.reference for f in faceprints})
+            await fx.checkpoint()  # RED from here on, whatever fails
+        await self.purges.start(state, request.reason, request.event_id, fx)
 
     async def on_revocation_applied(self, state: SubjectRecord, ack: RevocationApplied, fx: Effects) -> None:
-        purge = state.purge
-        if purge is None or ack.purge_id != purge.purge_id:
-            return  # an acknowledgement of a purge already proven, redelivered
-        if not state.assets.acknowledge(purge.purge_id, ack.asset_id):
-            return  # redelivered
-        purge.remaining -= 1
-        if purge.remaining <= 0:
-            await self.finish_purge(state, fx)
-
-    async def finish_purge(self, state: SubjectRecord, fx: Effects) -> None:
-        purge = state.purge
-        assert purge is not None
-        assets = state.assets.revoked(purge.purge_id)
-        purged = SubjectPurged(
-            event_id=purge.purge_id,
-            subject_id=state.subject_id,
-            reason=purge.reason,
-            asset_ids=assets,
-            faceprints_deleted=purge.faceprints_deleted,
-            key_destroyed=purge.key_destroyed,
-            purged_at=fx.now,
-        )
-        await fx.send(self.topics.topic_purges, state.subject_id, purged)
-        await fx.audit(
-            AuditAction.PURGED,
-            subject_id=state.subject_id,
-            detail={
-                "purge_id": purge.purge_id,
-                "reason": purge.reason.value,
-                "asset_ids": assets,
-                "faceprints_deleted": purge.faceprints_deleted,
-                "key_destroyed": purge.key_destroyed,
-            },
-        )
-        if state.consent is not None:
-            state.consent = policy.mark_purged(state.consent, fx.now)
-        state.purged.append(purge.purge_id)
-        state.purge = None
-        state.assets.close(assets)
-        metrics.PURGES_PENDING.dec()
-        metrics.PURGES.labels(reason=purged.reason.value.lower()).inc()
-        metrics.PURGE_DURATION.observe(max(0.0, time.time() - purge.started_at))
-        log.info("purge complete", extra={"subject_id": state.subject_id, "stage": "purge"})
-
-
-def _purge_id(subject_id: str, cause: str) -> str:
-    """Deterministic: the same triggering event gives the same purge (redelivery is a no-op)."""
-    return "purge-" + hashlib.sha256(f"{subject_id}\0{cause}".encode()).hexdigest()[:24]
+        await self.purges.acknowledged(state, ack.purge_id, ack.asset_id, fx)

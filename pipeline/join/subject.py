@@ -17,7 +17,10 @@ from .ledger import AssetLedger
 
 @dataclass
 class PendingPurge:
-    """A purge waits until every asset that named the subject has been re-emitted without them."""
+    """A purge, saved before its first step and after each: a crash resumes it, never forgets it.
+
+    It waits until every asset that named the subject has been re-emitted without them.
+    """
 
     purge_id: str
     reason: PurgeReason
@@ -25,6 +28,15 @@ class PendingPurge:
     remaining: int  # revocations not acknowledged yet (the ledger lists the assets)
     faceprints_deleted: int
     key_destroyed: bool
+    # The reference photos to delete, read from the vault before the key goes (after, they
+    # cannot be read), as "bucket/key".
+    references: list[str] = field(default_factory=list)
+    # Key destroyed, references and gallery points deleted, revocations sent. False while any
+    # of those may still be owed: the next event of the subject (a redelivery) finishes them.
+    # A purge saved before this field existed had done them all before it was saved.
+    effects_done: bool = True
+    # References the purge may not delete (out of scope, access denied), with the reason.
+    kept: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "reason": self.reason.value}

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from pipeline.audit import AuditAction
+from pipeline.audit import AuditAction, AuditChain
 from pipeline.contract import (
     ConsentAction,
     ConsentChange,
@@ -36,6 +36,7 @@ from pipeline.contract import (
 from pipeline.contract.internal import ErasureRequest, MatchCandidate, RevocationApplied, SubjectDecision
 from pipeline.gallery.index import QdrantGallery
 from pipeline.join.ledger import AssetLedger
+from pipeline.join.purge import RetryPolicy
 from pipeline.join.service import ConsentJoin, Effects
 from pipeline.join.subject import SubjectRecord
 from pipeline.settings import Settings
@@ -44,6 +45,7 @@ from pipeline.vault import FaceprintVault, MasterKey, MasterKeyring
 SUBJECT = "subj-0001"
 # A stand-in for a faceprint: the join only stores and indexes it, it never looks at its values.
 REFERENCE_VECTOR = np.full(128, 0.09, dtype=np.float32)
+FAST_RETRY = RetryPolicy(first_delay_s=0.001, max_delay_s=0.01)
 
 
 class CountingTable(dict[str, Any]):
@@ -68,20 +70,27 @@ class Harness:
         self.sent: list[tuple[str, str, Record]] = []
         self.audit: list[tuple[AuditAction, dict[str, Any]]] = []
         self.removed: list[str] = []
+        self.chain = AuditChain("join-0")
 
     async def _send(self, topic: str, key: str, record: Record) -> None:
         self.sent.append((topic, key, record))
 
     async def _audit(self, action: AuditAction, **fields: Any) -> None:
+        self.chain.append(action, **fields)  # the real chain: its biometric guard runs
         self.audit.append((action, fields))
 
     def handle(self, message: Record, subject: str = SUBJECT) -> list[Record]:
-        """Handle one event; returns what it sent."""
+        """Handle one event; returns what it sent. An exception propagates as from a dying
+        worker: only what the join checkpointed is saved."""
         saved = self.subjects.get(subject)
         ledger = AssetLedger(self.assets, subject)
         state = SubjectRecord.from_dict(saved, ledger) if saved else SubjectRecord(subject, ledger)
         before = len(self.sent)
-        fx = Effects(send=self._send, audit=self._audit, now=utcnow())
+
+        async def checkpoint() -> None:
+            self.subjects[subject] = state.to_dict()
+
+        fx = Effects(send=self._send, audit=self._audit, now=utcnow(), checkpoint=checkpoint)
         asyncio.run(self.join.handle(state, message, fx))
         self.subjects[subject] = state.to_dict()
         return [record for _, _, record in self.sent[before:]]
@@ -113,7 +122,7 @@ def harness(vault: FaceprintVault, gallery: QdrantGallery) -> Harness:
     async def remove_object(bucket: str, key: str) -> None:
         removed.append(f"{bucket}/{key}")
 
-    h = Harness(ConsentJoin(Settings(), vault, gallery, reference_faces, remove_object))
+    h = Harness(ConsentJoin(Settings(), vault, gallery, reference_faces, remove_object, retry=FAST_RETRY))
     h.removed = removed
     return h
 
@@ -136,7 +145,7 @@ def consent(action: ConsentAction, *, until: timedelta | None = None) -> Consent
 
 def enrollment() -> SubjectEnrollment:
     return SubjectEnrollment(
-        uuid.uuid4().hex, SUBJECT, [ObjectRef("enrollments", f"refs/{SUBJECT}/a.jpg")], utcnow(), "dpo@test"
+        uuid.uuid4().hex, SUBJECT, [ObjectRef("enrollments", f"{SUBJECT}/a.jpg")], utcnow(), "dpo@test"
     )
 
 
@@ -172,7 +181,7 @@ def test_withdrawal_revokes_every_named_asset_and_proves_it_after_the_last_ackno
     assert not any(isinstance(r, SubjectPurged) for r in sent), "proof before the revocations landed"
     assert asyncio.run(gallery.count(SUBJECT)) == 0
     assert not vault.has_subject(SUBJECT) and vault.faceprints(SUBJECT) == []  # key and ciphertexts gone
-    assert harness.removed == [f"enrollments/refs/{SUBJECT}/a.jpg"]
+    assert harness.removed == [f"enrollments/{SUBJECT}/a.jpg"]
 
     purge_id = revoked[0].purge_id
     assert purge_id is not None
