@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import threading
 from typing import Any
@@ -34,7 +33,15 @@ from .. import metrics
 from ..contract import AssetUploaded
 from ..logs import configure_logging
 from ..settings import Settings, get_settings
-from .notifications import Ignored, MalformedNotification, RecentVersions, Scope, normalise, source_of
+from .notifications import (
+    Ignored,
+    MalformedNotification,
+    RecentVersions,
+    Scope,
+    normalise,
+    parse_notification,
+    source_of,
+)
 
 log = logging.getLogger("facegate.bridge")
 
@@ -125,7 +132,7 @@ class Bridge:
         body = await request.read()
         source = "unknown"
         try:
-            payload = json.loads(body)
+            payload = parse_notification(body)
             source = source_of(payload)
             outcomes = normalise(payload, self.scope)
         except (ValueError, MalformedNotification) as exc:

@@ -13,7 +13,11 @@ Two shapes arrive:
 
 Each notification yields AssetUploaded records, or ``Ignored`` with a reason (deletes,
 directories, keys outside ``settings.s3.prefix``, other buckets, files that are neither
-image nor video), or raises MalformedNotification.
+image nor video), or raises MalformedNotification. Nothing else: the notification is untrusted
+input, so every field is type- and range-checked (a size of 1e999 or 2**70, ``chunks: [1]``, an
+mtime in the year 30,000,000, a key that is not valid Unicode), and every AssetUploaded returned
+is known to encode. The bridge and the normaliser stage dead-letter a MalformedNotification
+with its reason and go on.
 
 Kind: ``image/*`` IMAGE, ``video/*`` VIDEO (content type first, then the file extension);
 FRAME when the key under the prefix is ``frames/<video_id>/<frame_time_ms>.<ext>`` or the
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import math
 import mimetypes
 import re
 from collections import OrderedDict
@@ -33,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
-from ..contract import AssetKind, AssetUploaded
+from ..contract import AssetKind, AssetUploaded, ContractError
 
 SEAWEEDFS = "seaweedfs"
 MINIO = "minio"
@@ -44,10 +50,48 @@ _FRAME_KEY = re.compile(r"^frames/(?P<video_id>[^/]+)/(?P<frame_time_ms>\d+)\.[A
 _META_PREFIX = "x-amz-meta-"
 # MinIO event names under s3:ObjectCreated: that change metadata only, not the object's bytes.
 _MINIO_METADATA_EVENTS = {"PutRetention", "PutLegalHold", "PutTagging"}
+_MAX_LONG = 2**63 - 1  # Avro long: sizes and frame times
+_LATEST_EPOCH_S = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
 
 
 class MalformedNotification(ValueError):
     """A notification that cannot be understood; it goes to the dead-letter topic."""
+
+
+def parse_notification(body: bytes | str) -> Any:
+    """The JSON of a notification body; MalformedNotification for anything that is not JSON."""
+    if not isinstance(body, bytes | str):
+        raise MalformedNotification("notification is not JSON text")
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise MalformedNotification("notification JSON is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise MalformedNotification(f"notification is not JSON: {exc}") from None
+
+
+def _count(value: Any, what: str) -> int:
+    """A non-negative whole number that fits an Avro long (JSON gives ints, floats, bools...)."""
+    whole_float = isinstance(value, float) and math.isfinite(value) and value.is_integer()
+    digits = isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 100
+    if whole_float or digits:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedNotification(f"{what} {_shown(value)} is not a whole number")
+    if not 0 <= value <= _MAX_LONG:
+        raise MalformedNotification(f"{what} {_shown(value)} is out of range (0 to 2**63-1)")
+    return value
+
+
+def _epoch(seconds: float, what: str) -> datetime:
+    if not 0 < seconds <= _LATEST_EPOCH_S:
+        raise MalformedNotification(f"{what} {_shown(seconds)} is not a time between 1970 and 9999")
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -86,18 +130,18 @@ def _kind_of(object_key: str, content_type: str) -> AssetKind | None:
 def _frame_of(relative_key: str, metadata: Mapping[str, str]) -> tuple[str, int] | None:
     match = _FRAME_KEY.match(relative_key)
     if match:
-        return match["video_id"], int(match["frame_time_ms"])
+        return match["video_id"], _count(match["frame_time_ms"], "frame time in the key")
     video_id, frame_time = metadata.get("video-id"), metadata.get("frame-time-ms")
     if video_id and frame_time is not None:
         try:
             frame_time_ms = int(frame_time)
         except ValueError:
             raise MalformedNotification(
-                f"user metadata frame-time-ms={frame_time!r} is not an integer number of milliseconds"
+                f"user metadata frame-time-ms={_shown(frame_time)} is not an integer number of milliseconds"
             ) from None
         if frame_time_ms < 0:
             raise MalformedNotification(f"user metadata frame-time-ms={frame_time_ms} is negative")
-        return video_id, frame_time_ms
+        return video_id, _count(frame_time_ms, "user metadata frame-time-ms")
     return None
 
 
@@ -139,9 +183,7 @@ def _build(
         content_type = mimetypes.guess_type(object_key)[0] or "application/octet-stream"
     if not etag:
         raise MalformedNotification(f"no ETag for {bucket}/{object_key}")
-    if size < 0:
-        raise MalformedNotification(f"negative size {size} for {bucket}/{object_key}")
-    return AssetUploaded(
+    asset = AssetUploaded(
         asset_id=f"{bucket}/{object_key}",
         bucket=bucket,
         object_key=object_key,
@@ -154,6 +196,12 @@ def _build(
         frame_time_ms=frame[1] if frame else None,
         source=source,
     )
+    try:  # what the bridge will publish: the key as UTF-8, the record as Avro
+        asset.asset_id.encode()
+        asset.to_bytes()
+    except (ContractError, ValueError, OverflowError, TypeError) as exc:
+        raise MalformedNotification(f"{_shown(asset.asset_id)} cannot be published: {exc}") from None
+    return asset
 
 
 def _b64text(value: Any, what: str) -> str:
@@ -181,16 +229,23 @@ def _seaweedfs_etag(entry: Mapping[str, Any], attributes: Mapping[str, Any], pat
 def _seaweedfs_time(entry: Mapping[str, Any], attributes: Mapping[str, Any]) -> datetime:
     # Chunk times are in nanoseconds; the entry's mtime only in seconds.
     chunk_ns: list[int] = []
-    for chunk in entry.get("chunks") or ():
-        ns = chunk.get("modified_ts_ns") if isinstance(chunk, Mapping) else None
-        if isinstance(ns, int) and ns > 0:
+    for chunk in _chunks(entry):
+        ns = chunk.get("modified_ts_ns")
+        if isinstance(ns, int) and not isinstance(ns, bool) and ns > 0:
             chunk_ns.append(ns)
     if chunk_ns:
-        return datetime.fromtimestamp(max(chunk_ns) / 1e9, UTC)
+        return _epoch(max(chunk_ns) / 1e9, "chunk modified_ts_ns / 1e9")
     mtime = attributes.get("mtime")
-    if not isinstance(mtime, int) or mtime <= 0:
+    if not isinstance(mtime, int) or isinstance(mtime, bool) or mtime <= 0:
         raise MalformedNotification("entry has neither chunk times nor mtime")
-    return datetime.fromtimestamp(mtime, UTC)
+    return _epoch(mtime, "mtime")
+
+
+def _chunks(entry: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    chunks = entry.get("chunks") or []
+    if not isinstance(chunks, list) or not all(isinstance(c, Mapping) for c in chunks):
+        raise MalformedNotification(f"chunks {_shown(chunks)} is not a list of objects")
+    return chunks
 
 
 def from_seaweedfs(payload: Mapping[str, Any], scope: Scope) -> Outcome:
@@ -232,14 +287,14 @@ def from_seaweedfs(payload: Mapping[str, Any], scope: Scope) -> Outcome:
         if key.lower().startswith(_META_PREFIX)
     )
     size = attributes.get("file_size")
-    if not isinstance(size, int):
-        size = sum(int(c.get("size", 0)) for c in entry.get("chunks") or ())
+    if size is None:
+        size = sum(_count(c.get("size", 0), f"chunk size of {path}") for c in _chunks(entry))
     return _build(
         scope,
         bucket=bucket,
         object_key=object_key,
         etag=_seaweedfs_etag(entry, attributes, path),
-        size=size,
+        size=_count(size, f"size of {path}"),
         content_type=str(attributes.get("mime") or ""),
         uploaded_at=_seaweedfs_time(entry, attributes),
         metadata=metadata,
@@ -273,6 +328,8 @@ def from_minio(payload: Mapping[str, Any], scope: Scope) -> list[Outcome]:
         try:
             bucket = str(s3["bucket"]["name"])
             obj = s3["object"]
+            if not isinstance(obj, Mapping):
+                raise TypeError("s3.object is not an object")
             object_key = unquote_plus(str(obj["key"]))
         except (KeyError, TypeError):
             raise MalformedNotification("S3 event record without s3.bucket.name / s3.object.key") from None
@@ -289,10 +346,7 @@ def from_minio(payload: Mapping[str, Any], scope: Scope) -> list[Outcome]:
         if not isinstance(user_metadata, Mapping):
             raise MalformedNotification(f"userMetadata of {bucket}/{object_key} is not an object")
         content_type = str(obj.get("contentType") or user_metadata.get("content-type") or "")
-        try:
-            size = int(obj.get("size", 0))
-        except (TypeError, ValueError):
-            raise MalformedNotification(f"size of {bucket}/{object_key} is not a number") from None
+        size = _count(obj.get("size", 0), f"size of {bucket}/{object_key}")
         outcomes.append(
             _build(
                 scope,
@@ -321,9 +375,16 @@ def source_of(payload: Any) -> str:
 
 def normalise(payload: Any, scope: Scope) -> list[Outcome]:
     """Any supported notification -> outcomes, one per object it names."""
-    if source_of(payload) == SEAWEEDFS:
-        return [from_seaweedfs(payload, scope)]
-    return from_minio(payload, scope)
+    try:
+        if source_of(payload) == SEAWEEDFS:
+            return [from_seaweedfs(payload, scope)]
+        return from_minio(payload, scope)
+    except MalformedNotification:
+        raise
+    except (TypeError, AttributeError, KeyError, ValueError, OverflowError, OSError) as exc:
+        # A shape the checks above did not foresee: still bad input, never a crashed stage.
+        # The fuzz tests fail on this message, so every case they find gets its own check.
+        raise MalformedNotification(f"unexpected notification shape: {type(exc).__name__}: {exc}") from exc
 
 
 class RecentVersions:
