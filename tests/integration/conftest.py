@@ -81,9 +81,9 @@ def stack_settings(data_dir: Path) -> Settings:
     repository = (
         base.model_repository if base.model_repository.is_absolute() else ROOT / base.model_repository
     )
-    return base.model_copy(
-        update={"data_dir": data_dir, "model_repository": repository, "stack": StackSettings()}
-    )
+    # Every port picked free, but the start timeout as set (a loaded machine needs more than 30 s).
+    stack = StackSettings(start_timeout_s=base.stack.start_timeout_s)
+    return base.model_copy(update={"data_dir": data_dir, "model_repository": repository, "stack": stack})
 
 
 @pytest.fixture(scope="session")
