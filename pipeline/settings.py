@@ -9,6 +9,7 @@ Secrets are ``SecretStr`` so that printing or logging the settings never shows t
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -160,6 +161,19 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
 
 
+# A dotenv file of secrets (0600) that `facegate up` gives a worker instead of its environment.
+SECRETS_FILE_ENV = "FACEGATE_SECRETS_FILE"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment, and from the secrets file when one is named (the
+    environment wins where both set a variable)."""
+    return Settings(_env_file=os.environ.get(SECRETS_FILE_ENV) or None)  # type: ignore[call-arg]
+
+
+def forget_secrets_file() -> None:
+    """Delete the secrets file once read: its secrets now live in this process's memory only."""
+    path = os.environ.get(SECRETS_FILE_ENV)
+    if path:
+        Path(path).unlink(missing_ok=True)

@@ -20,11 +20,14 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 @click.command("up")
 @click.option("--json", "as_json", is_flag=True, help="Print the endpoints as one JSON object.")
 @click.option(
+    "--show-secrets", is_flag=True, help="With --json: include the S3 secret key (left out by default)."
+)
+@click.option(
     "--no-workers",
     is_flag=True,
     help="Infrastructure only (FACEGATE_STACK__WORKERS=false): no pipeline workers.",
 )
-def up_command(as_json: bool, no_workers: bool) -> None:
+def up_command(as_json: bool, show_secrets: bool, no_workers: bool) -> None:
     """Start the embedded stack (or check the running one); every part healthy on return."""
     # A SIGTERM (a CI timeout, a service manager) unwinds like Ctrl-C: `up` then stops what it
     # had started instead of leaving it half-started.
@@ -34,7 +37,7 @@ def up_command(as_json: bool, no_workers: bool) -> None:
         settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"workers": False})})
     endpoints = up(settings)
     if as_json:
-        click.echo(json.dumps(endpoints.to_json(), sort_keys=True))
+        click.echo(json.dumps(endpoints.to_json(show_secrets=show_secrets), sort_keys=True))
         return
     scheme = "https" if endpoints.s3_secure else "http"
     lines = [

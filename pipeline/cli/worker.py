@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..settings import get_settings
+from ..settings import forget_secrets_file, get_settings
 
 
 @click.command()
@@ -13,7 +13,9 @@ def worker(name: str) -> None:
     """Run the stream agents: recognize, consent join, assemble, MinIO event normaliser."""
     from ..app import run_worker
 
-    run_worker(get_settings(), name)
+    settings = get_settings()
+    forget_secrets_file()
+    run_worker(settings, name)
 
 
 COMMANDS = [worker]

@@ -54,8 +54,13 @@ class Endpoints:
     logs: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+    def to_json(self, *, show_secrets: bool = False) -> dict[str, Any]:
+        """The endpoints as JSON; the S3 secret key only with ``show_secrets`` (output is logged,
+        pasted into tickets and kept in CI artefacts)."""
+        data = dict(self.__dict__)
+        if not show_secrets:
+            del data["secret_key"]
+        return data
 
     def settings(self, base: Settings) -> Settings:
         """``base`` pointed at this stack (what the started workers see)."""

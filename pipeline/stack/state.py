@@ -2,7 +2,7 @@
 
 The state file is the only memory of what ``facegate up`` started: per part its pid and
 process start time, ports, argv, log and endpoints. ``down`` stops exactly what it lists.
-It holds the S3 secret key (which ``up --json`` prints anyway), so it is written 0600.
+It holds no secret, but ports and pids are nobody else's business: it is written 0600.
 """
 
 from __future__ import annotations
@@ -107,8 +107,13 @@ def remove(data_dir: Path) -> None:
 
 @contextmanager
 def locked(data_dir: Path, wait_s: float = 60.0) -> Iterator[None]:
-    """Serialise up/down on one data dir (two terminals, or a test and a developer)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """Serialise up/down on one data dir (two terminals, or a test and a developer).
+
+    The data dir is made 0700: the vault, the gallery replica, logs and secrets under it are
+    nobody else's, whatever modes the parts give their own files."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if data_dir.stat().st_uid == os.getuid():
+        data_dir.chmod(0o700)
     fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + wait_s

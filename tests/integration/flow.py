@@ -303,7 +303,7 @@ def worker_env(stack: Any) -> dict[str, str]:
     from pipeline.stack.parts import settings_env
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGATE_")}
-    env.update(settings_env(stack.settings))
+    env.update(settings_env(stack.settings, secrets=True))
     env["FACEGATE_METRICS__PORT"] = "0"
     env["PYTHONUNBUFFERED"] = "1"
     return env

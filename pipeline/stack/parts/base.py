@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from ...errors import ConfigError
 from ...settings import Settings
 from ..ports import PortPicker
 
@@ -42,7 +43,11 @@ class Context:
 
     def child_env(self, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a started process: facegate's settings as this ``up`` sees them
-        (so a settings object made in code reaches the children), with the stack's endpoints."""
+        (so a settings object made in code reaches the children), with the stack's endpoints.
+
+        Never the secrets (the master keys, the S3 secret key, Qdrant's API key): whatever a
+        part starts inherits its environment, and a crash report may print it. The worker, the
+        one part that needs them, gets them in a file (``secrets_file``)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGATE_")}
         env.update(settings_env(self.settings))
         env["FACEGATE_DATA_DIR"] = str(self.data_dir)
@@ -63,6 +68,24 @@ class Context:
         env.update(overrides or {})
         return env
 
+    def secrets_file(self, name: str) -> Path:
+        """The settings' secrets as a dotenv file only its owner may read, for part ``name``.
+
+        ``get_settings`` reads it where FACEGATE_SECRETS_FILE names it, and the worker deletes it
+        once read: a secret given on ``up``'s command line is on disk only while a worker starts.
+        """
+        directory = self.data_dir / "run"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        directory.chmod(0o700)
+        path = directory / f"{name}.env"
+        tmp = directory / f".{name}.env.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            for variable, value in sorted(secrets_env(self.settings).items()):
+                out.write(f"{variable}={_dotenv_quoted(variable, value)}\n")
+        os.replace(tmp, path)
+        return path
+
 
 def _env_value(value: Any) -> str:
     if isinstance(value, SecretStr):
@@ -74,19 +97,38 @@ def _env_value(value: Any) -> str:
     return str(value)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``Settings`` as FACEGATE_* variables (None fields left out: unset means None)."""
+def _is_secret(value: Any) -> bool:
+    if isinstance(value, tuple | list):
+        return any(_is_secret(v) for v in value)
+    return isinstance(value, SecretStr)
+
+
+def settings_env(settings: Settings, *, secrets: bool = False) -> dict[str, str]:
+    """``Settings`` as FACEGATE_* variables (None fields left out: unset means None); the
+    secret ones (``SecretStr``) only with ``secrets``."""
     env: dict[str, str] = {}
     for name in type(settings).model_fields:
         value = getattr(settings, name)
         if isinstance(value, BaseModel):
             for sub in type(value).model_fields:
                 inner = getattr(value, sub)
-                if inner is not None:
+                if inner is not None and (secrets or not _is_secret(inner)):
                     env[f"FACEGATE_{name.upper()}__{sub.upper()}"] = _env_value(inner)
-        elif value is not None:
+        elif value is not None and (secrets or not _is_secret(value)):
             env[f"FACEGATE_{name.upper()}"] = _env_value(value)
     return env
+
+
+def secrets_env(settings: Settings) -> dict[str, str]:
+    """Only the secret FACEGATE_* variables of ``settings``."""
+    public = settings_env(settings)
+    return {k: v for k, v in settings_env(settings, secrets=True).items() if k not in public}
+
+
+def _dotenv_quoted(variable: str, value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise ConfigError(f"{variable}: a secret may not contain a line break")
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 @dataclass(frozen=True)

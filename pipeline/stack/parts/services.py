@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from ...errors import StackError
-from ...settings import Settings
+from ...settings import SECRETS_FILE_ENV, Settings
 from .. import checks
 from ..ports import HOST, PortPicker
 from .base import EXTERNAL, LOCAL, PROCESS, Context, Launch, Part, fixed
@@ -84,7 +84,8 @@ class WorkerPart(Part):
     """A pipeline worker: ``python -m pipeline <args>``, healthy once its /metrics says it is ready
     (facegate_worker_ready 1: partitions assigned, tables recovered, consuming).
 
-    It gets the stack's endpoints in its environment and FACEGATE_METRICS__PORT.
+    It gets the stack's endpoints in its environment and FACEGATE_METRICS__PORT, and the secrets
+    in the file FACEGATE_SECRETS_FILE names.
     """
 
     def __init__(
@@ -98,7 +99,14 @@ class WorkerPart(Part):
         return {"metrics": picker.one()}
 
     def launch(self, ctx: Context, ports: dict[str, int]) -> Launch:
-        env = ctx.child_env({"FACEGATE_METRICS__PORT": str(ports["metrics"]), "FACEGATE_METRICS__HOST": HOST})
+        env = ctx.child_env(
+            {
+                "FACEGATE_METRICS__PORT": str(ports["metrics"]),
+                "FACEGATE_METRICS__HOST": HOST,
+                # The master key and the S3 secret: in a 0600 file for this worker alone.
+                SECRETS_FILE_ENV: str(ctx.secrets_file(self.name)),
+            }
+        )
         return Launch([sys.executable, "-m", "pipeline", *self.args], ctx.workdir(self.name), env)
 
     def ready(self, ctx: Context, ports: dict[str, int]) -> bool:
