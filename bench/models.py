@@ -125,7 +125,9 @@ class _Bare:
     def __init__(self, batch: int = 8) -> None:
         faces = _load_faces()
         model = ROOT / get_settings().model_repository / "facegate_faces" / "1"
-        self.pipeline = faces.FacePipeline(model / "detector.onnx", model / "embedder.onnx", faces.Params())
+        self.pipeline = faces.FacePipeline.from_files(
+            model / "detector.onnx", model / "embedder.onnx", faces.Params()
+        )
         self.pipeline.warm_up()
         self.batch = batch
 

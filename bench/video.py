@@ -84,7 +84,7 @@ class Model:
         missing = [f for f in ("detector.onnx", "embedder.onnx") if not (version / f).exists()]
         if missing:
             raise SystemExit(f"{version} lacks {missing}: run `make models` first")
-        self.pipeline = faces.FacePipeline(version / "detector.onnx", version / "embedder.onnx")
+        self.pipeline = faces.FacePipeline.from_files(version / "detector.onnx", version / "embedder.onnx")
         self.model_version: str = self.pipeline.model_version
 
     def __call__(self, images: Sequence[bytes]) -> list[list[FrameFace]]:

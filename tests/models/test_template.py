@@ -15,7 +15,9 @@ def test_template_rederived_from_dlib_johns_chips(
     photos: Path, model_dir: Path, faces_module: ModuleType
 ) -> None:
     faces = faces_module
-    pipeline = faces.FacePipeline(model_dir / "1" / "detector.onnx", model_dir / "1" / "embedder.onnx")
+    pipeline = faces.FacePipeline.from_files(
+        model_dir / "1" / "detector.onnx", model_dir / "1" / "embedder.onnx"
+    )
     chips = [faces.decode_image(p.read_bytes(), 10**6) for p in sorted((photos / "johns").glob("*/*.jpg"))]
     assert len(chips) == 55 and all(chip.shape == (150, 150, 3) for chip in chips)
     derived = faces.derive_template(pipeline, chips)
@@ -26,7 +28,9 @@ def test_template_rederived_from_dlib_johns_chips(
 def test_aligning_a_dlib_chip_reproduces_it(photos: Path, model_dir: Path, faces_module: ModuleType) -> None:
     """dlib's chips re-aligned through the template land within a few pixels of themselves."""
     faces = faces_module
-    pipeline = faces.FacePipeline(model_dir / "1" / "detector.onnx", model_dir / "1" / "embedder.onnx")
+    pipeline = faces.FacePipeline.from_files(
+        model_dir / "1" / "detector.onnx", model_dir / "1" / "embedder.onnx"
+    )
     report = []
     for path in sorted((photos / "johns").glob("*/*.jpg"))[::5]:
         chip = faces.decode_image(path.read_bytes(), 10**6)

@@ -46,7 +46,7 @@ def analyze(faces_module: ModuleType, model_dir: Path) -> Analyze:
     if not (VIDEOS / "single_face.mp4").exists():
         pytest.fail("test videos missing: run `make data`")
     version = model_dir / "1"
-    pipeline = faces_module.FacePipeline(version / "detector.onnx", version / "embedder.onnx")
+    pipeline = faces_module.FacePipeline.from_files(version / "detector.onnx", version / "embedder.onnx")
 
     def run(images: Sequence[bytes]) -> list[list[FrameFace]]:
         out = []

@@ -25,6 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import tritonclient.http as triton_http
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+MODELS = Path(__file__).resolve().parents[2] / "triton_models"
+SPLIT = MODELS / "split"
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,47 @@ def model_repository(workdir: Path, *models: Path) -> Path:
         if not link.exists():
             link.symlink_to(model.resolve(), target_is_directory=True)
     return repo
+
+
+def read_config(path: Path) -> model_config_pb2.ModelConfig:
+    """A config.pbtxt parsed by Triton's own ModelConfig message (unknown fields are errors)."""
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def split_cpu_repository(workdir: Path) -> list[Path]:
+    """The split repository (triton_models/split) made servable by this CPU-only tritonserver.
+
+    The detector and embedder keep their config (names, dims, max_batch_size, dynamic batching)
+    but run on the python-backend stand-in (triton_models/cpu_standin) instead of the onnxruntime
+    backend, on KIND_CPU; facegate_faces (the BLS model) keeps its files and config, with one
+    instance instead of the GPU host's several. Returns the model directories to serve.
+    """
+    out = workdir / "split-cpu"
+    models = []
+    for source in sorted(p for p in SPLIT.iterdir() if (p / "config.pbtxt").exists()):
+        config = read_config(source / "config.pbtxt")
+        target = out / source.name
+        version = target / "1"
+        version.mkdir(parents=True, exist_ok=True)
+        if config.platform == "onnxruntime_onnx":
+            config.platform = ""
+            config.backend = "python"
+            links = {
+                "model.py": MODELS / "cpu_standin" / "model.py",
+                "model.onnx": source / "1" / "model.onnx",
+            }
+        else:
+            links = {p.name: p for p in (source / "1").iterdir() if p.suffix == ".py"}
+        for group in config.instance_group:
+            group.kind = model_config_pb2.ModelInstanceGroup.KIND_CPU
+            group.count = 1
+        (target / "config.pbtxt").write_text(text_format.MessageToString(config))
+        for name, link_source in links.items():
+            link = version / name
+            if not link.exists():
+                link.symlink_to(link_source.resolve())
+        models.append(target)
+    return models
 
 
 @contextmanager

@@ -14,6 +14,10 @@ code. Steps:
 4. embed: dlib ResNet v1 on the chips (RGB 0..255, normalisation inside the ONNX graph), 128-d;
 5. quality: face size (short side of the box, px) and sharpness (variance of the Laplacian of the
    grayscale chip).
+
+The two networks run through a Runner (a batch in, the network's outputs in graph order out): an
+onnxruntime or OpenVINO session on the ONNX file, or, in the split Triton repository, a BLS call
+to the model that serves the network (model.py builds those).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +60,10 @@ _VARIANCE_CENTER = 0.1
 _VARIANCE_SIZE = 0.2
 
 
+# A network as facegate_faces uses it: one input batch in, the outputs in graph order out.
+Runner = Callable[[np.ndarray], Sequence[np.ndarray]]
+RUNTIMES = ("onnxruntime", "openvino")
+
 # Formats never opened: EPS is rendered by running Ghostscript on the input (a known attack surface);
 # the others are metadata or scientific containers that only ever reach us as junk.
 _REFUSED_FORMATS = frozenset({"EPS", "IPTC", "BUFR", "GRIB", "HDF5", "MPEG", "WMF"})
@@ -82,15 +90,21 @@ class Params:
     det_size: int = 640  # side of the square detector canvas
     max_upscale: float = 2.0  # small images are enlarged at most this much for detection
     embed_batch: int = 32  # chips per embedder run
-    threads: int = 0  # onnxruntime intra-op threads per session; 0: onnxruntime decides
+    threads: int = 0  # intra-op threads per session; 0: the runtime decides (one per core)
+    runtime: str = "onnxruntime"  # which runtime runs the ONNX files: one of RUNTIMES
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime {self.runtime!r} is not one of {RUNTIMES}")
 
     @classmethod
     def from_strings(cls, values: dict[str, str]) -> Params:
         """Build from string values (Triton parameters), ignoring keys that are not fields."""
+        kinds = {"int": int, "float": float, "str": str}
         kwargs: dict[str, object] = {}
         for name, f in cls.__dataclass_fields__.items():
             if name in values:
-                kwargs[name] = int(values[name]) if f.type == "int" else float(values[name])
+                kwargs[name] = kinds[str(f.type)](values[name])
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
@@ -358,29 +372,83 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class FacePipeline:
-    """Detector + embedder sessions and the steps above, for many images at once."""
+def onnxruntime_runner(
+    path: Path, threads: int, providers: Sequence[object] = ("CPUExecutionProvider",)
+) -> Runner:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=list(providers))
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})
 
-    def __init__(
-        self,
+
+def openvino_runner(path: Path, threads: int) -> Runner:
+    """OpenVINO on the CPU, compiled from the ONNX file at load (no converted files to build).
+
+    fp32 kept (no bf16/int8 precision hint): parity with the onnxruntime results is the gate.
+    Pinning off: the cores are shared with the rest of the stack.
+    """
+    import openvino as ov  # only where chosen: the GPU image's split models do not need it
+
+    config: dict[str, object] = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32",
+        "ENABLE_CPU_PINNING": False,
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    request = compiled.create_infer_request()
+    outputs = list(compiled.outputs)
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        result = request.infer([batch])
+        # Copies: the request reuses its output buffers on the next call.
+        return [np.array(result[output]) for output in outputs]
+
+    return run
+
+
+def session_runner(
+    path: Path, params: Params, providers: Sequence[object] = ("CPUExecutionProvider",)
+) -> Runner:
+    if params.runtime == "openvino":
+        return openvino_runner(path, params.threads)
+    return onnxruntime_runner(path, params.threads, providers)
+
+
+def weights_version(detector: Path, embedder: Path) -> str:
+    """Identifies exactly which weights computed a result; goes into every tag."""
+    return f"retinaface-mnet025:{file_sha256(detector)[:12]}+dlib-resnet-v1:{file_sha256(embedder)[:12]}"
+
+
+class FacePipeline:
+    """The steps above for many images at once, on a detector and an embedder Runner."""
+
+    def __init__(self, detector: Runner, embedder: Runner, params: Params, model_version: str) -> None:
+        self.params = params
+        self._detector = detector
+        self._embedder = embedder
+        size = self.params.det_size
+        self._anchors = priors(size, size)
+        self.model_version = model_version
+
+    @classmethod
+    def from_files(
+        cls,
         detector: Path,
         embedder: Path,
         params: Params | None = None,
-        providers: Sequence[str] = ("CPUExecutionProvider",),
-    ) -> None:
-        self.params = params or Params()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.params.threads
-        options.inter_op_num_threads = 1
-        self._detector = ort.InferenceSession(str(detector), options, providers=list(providers))
-        self._embedder = ort.InferenceSession(str(embedder), options, providers=list(providers))
-        self._det_input = self._detector.get_inputs()[0].name
-        self._emb_input = self._embedder.get_inputs()[0].name
-        size = self.params.det_size
-        self._anchors = priors(size, size)
-        # Identifies exactly which weights computed a result; goes into every tag.
-        self.model_version = (
-            f"retinaface-mnet025:{file_sha256(detector)[:12]}+dlib-resnet-v1:{file_sha256(embedder)[:12]}"
+        providers: Sequence[object] = ("CPUExecutionProvider",),
+    ) -> FacePipeline:
+        """Sessions of params.runtime on the two ONNX files."""
+        params = params or Params()
+        return cls(
+            session_runner(detector, params, providers),
+            session_runner(embedder, params, providers),
+            params,
+            weights_version(detector, embedder),
         )
 
     def warm_up(self) -> None:
@@ -423,7 +491,7 @@ class FacePipeline:
         canvases, scales = zip(
             *(letterbox(rgb, self.params.det_size, self.params.max_upscale) for rgb in rgbs), strict=True
         )
-        loc, conf, landmarks = self._detector.run(None, {self._det_input: np.stack(canvases)})
+        loc, conf, landmarks = self._detector(np.stack(canvases))
         out = []
         for k, rgb in enumerate(rgbs):
             height, width = rgb.shape[:2]
@@ -440,5 +508,5 @@ class FacePipeline:
         parts = []
         for start in range(0, len(chips), self.params.embed_batch):
             batch = np.stack(chips[start : start + self.params.embed_batch]).astype(np.float32)
-            parts.append(self._embedder.run(None, {self._emb_input: batch.transpose(0, 3, 1, 2)})[0])
+            parts.append(self._embedder(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))[0])
         return np.vstack(parts).astype(np.float32)

@@ -2,6 +2,13 @@
 
 All the work is in faces.py (shared with the benchmark); this module only maps Triton requests to
 FacePipeline.analyze() and its results to output tensors named in config.pbtxt.
+
+Two ways to run the networks, chosen by config.pbtxt's parameters:
+- single model (this repository, the embedded CPU stack): onnxruntime or OpenVINO sessions
+  (parameter `runtime`) on the two ONNX files in this version directory;
+- split (the `split/` repository, GPU): parameters `detector_model` and `embedder_model` name
+  Triton models of their own that serve the networks with dynamic batching; this model decodes
+  and aligns, and reaches them by BLS (business logic scripting) calls.
 """
 
 from __future__ import annotations
@@ -12,7 +19,32 @@ from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from faces import FacePipeline, Faces, ImageError, Params
+from faces import FacePipeline, Faces, ImageError, Params, Runner, weights_version
+
+# The networks' tensor names (triton_models/README.md, "Tensors"), for the BLS calls; the split
+# repository's detector and embedder configs declare the same (tests/models/test_split.py).
+DETECTOR_INPUT, DETECTOR_OUTPUTS = "input", ("loc", "conf", "landmarks")
+EMBEDDER_INPUT, EMBEDDER_OUTPUTS = "chip", ("embedding",)
+
+
+def _bls_runner(model: str, input_name: str, output_names: tuple[str, ...]) -> Runner:
+    """A network served by another Triton model, called from this one (BLS)."""
+    # The answer in CPU memory even when that model runs on a GPU: the post-processing is numpy.
+    cpu = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
+
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        request = pb_utils.InferenceRequest(
+            model_name=model,
+            inputs=[pb_utils.Tensor(input_name, np.ascontiguousarray(batch, dtype=np.float32))],
+            requested_output_names=list(output_names),
+            preferred_memory=cpu,
+        )
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"{model}: {response.error().message()}")
+        return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in output_names]
+
+    return run
 
 
 def _error(message: str, invalid_input: bool) -> Any:
@@ -26,18 +58,11 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         values = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
         params = Params.from_strings(values)
-        here = Path(args["model_repository"]) / args["model_version"]
-        providers: list[Any] = ["CPUExecutionProvider"]
-        if args.get("model_instance_kind") == "GPU":
-            device = int(args.get("model_instance_device_id", "0"))
-            providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
-        self.pipeline = FacePipeline(
-            here / values.get("detector_file", "detector.onnx"),
-            here / values.get("embedder_file", "embedder.onnx"),
-            params,
-            providers=providers,
-        )
-        self.pipeline.warm_up()
+        if "detector_model" in values:
+            self.pipeline = self._split(args, values, params)
+        else:
+            self.pipeline = self._single(args, values, params)
+            self.pipeline.warm_up()
         self.det_batch = int(config.get("max_batch_size", 8)) or 8
         self.input_name = config["input"][0]["name"]
         self.output_types = {
@@ -46,6 +71,37 @@ class TritonPythonModel:
         }
         self.version = np.array([[self.pipeline.model_version.encode()]], dtype=np.object_)
         pb_utils.Logger.log_info(f"facegate_faces ready: {self.pipeline.model_version} {params}")
+
+    @staticmethod
+    def _single(args: dict[str, str], values: dict[str, str], params: Params) -> FacePipeline:
+        here = Path(args["model_repository"]) / args["model_version"]
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if args.get("model_instance_kind") == "GPU":
+            device = int(args.get("model_instance_device_id", "0"))
+            providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
+        return FacePipeline.from_files(
+            here / values.get("detector_file", "detector.onnx"),
+            here / values.get("embedder_file", "embedder.onnx"),
+            params,
+            providers=providers,
+        )
+
+    @staticmethod
+    def _split(args: dict[str, str], values: dict[str, str], params: Params) -> FacePipeline:
+        detector, embedder = values["detector_model"], values["embedder_model"]
+        # The networks' files sit in their own models' directories, beside this one; the version
+        # string is computed from them, so it is the single model's for the same weights.
+        repository = Path(args["model_repository"]).parent
+        version = weights_version(
+            repository / detector / "1" / "model.onnx", repository / embedder / "1" / "model.onnx"
+        )
+        # No warm-up here: the networks' models may not be loaded yet.
+        return FacePipeline(
+            _bls_runner(detector, DETECTOR_INPUT, DETECTOR_OUTPUTS),
+            _bls_runner(embedder, EMBEDDER_INPUT, EMBEDDER_OUTPUTS),
+            params,
+            version,
+        )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         blobs: list[bytes | None] = []

@@ -1,0 +1,1 @@
+../../../facegate_faces/1/model.py
