@@ -1,7 +1,10 @@
+# syntax=docker/dockerfile:1
 # Triton for facegate: NVIDIA's server image plus what the facegate_faces python-backend model
-# imports, with the model repository built by `make models` baked in.
+# imports, with a model repository built by `make models` baked in as /models.
 # Build from the repository root: docker build -f infra/triton.Dockerfile .
-#   GPU (default): onnxruntime-gpu and instance kind KIND_GPU; CPU: --build-arg DEVICE=cpu
+#   GPU (default): triton_models/split, facegate_faces as a BLS model (decode, align) and the
+#     detector and embedder as onnxruntime-backend models on the GPU with dynamic batching;
+#   CPU (--build-arg DEVICE=cpu): the single python model triton_models/facegate_faces.
 # 24.10 ships tritonserver 2.51, the version the embedded stack runs.
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 FROM ${TRITON_IMAGE}
@@ -10,18 +13,16 @@ ARG DEVICE=gpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 COPY triton_models/requirements.txt /opt/facegate/requirements.txt
-# requirements.txt names the CPU onnxruntime; on a GPU swap in the CUDA build of the same version.
-RUN pip install -r /opt/facegate/requirements.txt \
- && if [ "${DEVICE}" = "gpu" ]; then \
-      version="$(python3 -c 'import importlib.metadata as m; print(m.version("onnxruntime"))')" \
-      && pip uninstall -y onnxruntime \
-      && pip install "onnxruntime-gpu==${version}"; \
-    fi
+RUN pip install -r /opt/facegate/requirements.txt
 
-COPY triton_models/ /models/
-# config.pbtxt ships KIND_CPU (the embedded stack); model.py asks onnxruntime for CUDA on KIND_GPU.
-RUN if [ "${DEVICE}" = "gpu" ]; then \
-      sed -i 's/kind: KIND_CPU/kind: KIND_GPU/' /models/facegate_faces/config.pbtxt \
-      && grep -q 'kind: KIND_GPU' /models/facegate_faces/config.pbtxt; \
-    fi
+# The split repository links its python files and ONNX files to the single model's (one copy in
+# the source tree): cp -L puts real files into the image.
+RUN --mount=type=bind,source=triton_models,target=/src \
+    if [ "${DEVICE}" = "gpu" ]; then \
+      cp -rL /src/split /models \
+      && test -s /models/facegate_detector/1/model.onnx && test -s /models/facegate_embedder/1/model.onnx; \
+    else \
+      mkdir -p /models && cp -rL /src/facegate_faces /models/facegate_faces; \
+    fi \
+ && rm -rf /models/*/1/__pycache__
 EXPOSE 8000 8001 8002
