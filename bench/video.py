@@ -35,6 +35,7 @@ from typing import Any, cast
 import av
 import numpy as np
 
+from bench.model_photos import config_params
 from pipeline.settings import VideoSettings, get_settings
 from pipeline.video.process import track_video
 from pipeline.video.sampler import SampledFrame, sample_frames
@@ -84,7 +85,10 @@ class Model:
         missing = [f for f in ("detector.onnx", "embedder.onnx") if not (version / f).exists()]
         if missing:
             raise SystemExit(f"{version} lacks {missing}: run `make models` first")
-        self.pipeline = faces.FacePipeline.from_files(version / "detector.onnx", version / "embedder.onnx")
+        # With Triton's settings (runtime included): the bare model is what the stack runs.
+        self.pipeline = faces.FacePipeline.from_files(
+            version / "detector.onnx", version / "embedder.onnx", config_params(faces)
+        )
         self.model_version: str = self.pipeline.model_version
 
     def __call__(self, images: Sequence[bytes]) -> list[list[FrameFace]]:

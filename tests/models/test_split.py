@@ -23,6 +23,7 @@ from pipeline.inference import BadImage, FacesResult, TritonFaceClient
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
+PARITY_L2 = 0.02
 AnalyzeMany = Callable[[Sequence[bytes]], list[FacesResult | Exception]]
 PHOTOS = [
     "faces/bald_guys.jpg",
@@ -71,9 +72,11 @@ def test_split_composition_gives_the_single_models_faces(
             assert np.allclose(
                 [a.box.x, a.box.y, a.box.w, a.box.h], [b.box.x, b.box.y, b.box.w, b.box.h], atol=0.05
             ), photo
-            assert abs(a.det_score - b.det_score) < 1e-4, photo
-            # Batch composition may pick other onnxruntime kernels: numeric noise only.
-            assert float(np.linalg.norm(a.embedding - b.embedding)) < 1e-3, photo
+            assert abs(a.det_score - b.det_score) < 1e-3, photo
+            # The single model runs OpenVINO, the split networks onnxruntime (as on the GPU):
+            # within the runtimes' parity gate (test_runtimes.py; ~1e-3 measured). A composition
+            # error (a chip given another face's embedding) is ~0.5 or more.
+            assert float(np.linalg.norm(a.embedding - b.embedding)) <= PARITY_L2, photo
         faces += len(one.faces)
     bald = split[0]
     assert isinstance(bald, FacesResult) and len(bald.faces) == 24

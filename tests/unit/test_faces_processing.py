@@ -186,6 +186,9 @@ def test_params_from_triton_string_parameters() -> None:
     params = faces.Params.from_strings({"det_score": "0.5", "max_faces": "7", "detector_file": "x.onnx"})
     assert params.det_score == 0.5 and params.max_faces == 7 and isinstance(params.max_faces, int)
     assert params.nms_iou == faces.Params().nms_iou
+    assert faces.Params.from_strings({"runtime": "openvino"}).runtime == "openvino"
+    with pytest.raises(ValueError, match="runtime"):
+        faces.Params.from_strings({"runtime": "tensorflow"})
 
 
 def test_postscript_is_never_handed_to_ghostscript() -> None:
