@@ -20,6 +20,7 @@ from pipeline.settings import get_settings
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "tests" / "data" / "photos"
 sys.path.insert(0, str(ROOT / "tests" / "models"))
+import evaluation  # noqa: E402, F401  (re-exported: bench modules reach it through here)
 from evaluation import dlib_boxes, match_boxes  # noqa: E402
 
 LONG_SIDE = 1024
