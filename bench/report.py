@@ -291,7 +291,11 @@ def _runtimes(r: dict[str, Any]) -> list[str]:
         ),
         "Only a variant that passes every gate may be adopted; int8 is onnxruntime static quantisation "
         "(QOperator, per-channel, MinMax) calibrated on photos outside the gates (bench/quantize.py, "
-        f"built in {r.get('int8_build_s')} s).",
+        + (
+            f"built in {r.get('int8_build_s')} s)."
+            if (r.get("int8_build_s") or 0) >= 1
+            else "built by an earlier run, cached in .cache/models/int8/)."
+        ),
         "",
     ]
 
@@ -562,7 +566,7 @@ def _purge(f: dict[str, Any], parts: dict[str, Any], plots: list[str], plot_dir:
 
 
 TITLES = {
-    "models": "1. Face model: Triton vs bare onnxruntime vs face_recognition",
+    "models": "1. Face model: Triton (single and split) vs bare vs face_recognition; runtimes; detector size",
     "video": "2. Video: sampled frames per second",
     "e2e": "3. End to end: upload -> AssetFaces on facegate.tags",
     "purge": "4. Consent withdrawal -> SubjectPurged",

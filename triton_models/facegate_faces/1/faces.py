@@ -389,7 +389,14 @@ def openvino_runner(path: Path, threads: int) -> Runner:
     fp32 kept (no bf16/int8 precision hint): parity with the onnxruntime results is the gate.
     Pinning off: the cores are shared with the rest of the stack.
     """
-    import openvino as ov  # only where chosen: the GPU image's split models do not need it
+    try:
+        import openvino as ov  # only where chosen: the split repository's models do not need it
+    except ImportError as exc:
+        raise ImportError(
+            f"runtime 'openvino' needs the openvino package ({exc}): pip install -r "
+            "triton_models/requirements.txt (in facegate's venv: make venv), or set the model's "
+            "`runtime` parameter to onnxruntime"
+        ) from exc
 
     config: dict[str, object] = {
         "PERFORMANCE_HINT": "LATENCY",
