@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +47,28 @@ class KafkaSettings(_Section):
     # its name takes its partitions straight back. A static member does not leave the group when
     # it stops, so turn it off for workers that are scaled away rather than restarted.
     static_membership: bool = True
+    # Transport security of every facegate client (workers, bridge, CLI, lag monitor, gallery sync;
+    # pipeline/kafka/security.py). Production: SASL_SSL with SCRAM-SHA-512, one user per role
+    # (docker-compose.yml). The embedded noida-db speaks neither TLS nor SCRAM.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_file: Path | None = None  # CA of the brokers' certificates; None: the system's CAs
+    ssl_cert_file: Path | None = None  # client certificate (mTLS), PEM
+    ssl_key_file: Path | None = None  # its private key, PEM
+    ssl_key_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (self.sasl_username and self.sasl_password):
+            raise ValueError(
+                f"kafka.security_protocol {self.security_protocol} needs kafka.sasl_username and "
+                "kafka.sasl_password (FACEGATE_KAFKA__SASL_USERNAME / FACEGATE_KAFKA__SASL_PASSWORD)"
+            )
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("kafka.ssl_cert_file and kafka.ssl_key_file go together (mTLS)")
+        return self
 
 
 class S3Settings(_Section):
