@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help run test soak unit check bench models data system-deps venv down clean
+.PHONY: help run test soak unit check bench models data system-deps venv down clean kafka-certs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ $(VENV)/.installed: pyproject.toml
 system-deps: ## Debian packages the tests and benchmarks use (promtool, prometheus)
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null)
+
+kafka-certs: ## a CA and the broker certificate for docker-compose's Kafka (SASL_SSL), into infra/kafka/tls
+	infra/kafka/make-certs.sh
 
 down: ## stop the embedded stack
 	-$(BIN)/facegate down

@@ -210,19 +210,42 @@ def test_every_facegate_variable_is_a_settings_field(monkeypatch: pytest.MonkeyP
         assert str(actual) == value, f"{name}={value!r} read as {actual!r}"
 
 
+def _properties(path: Path) -> dict[str, str]:
+    lines = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def _listeners(value: str) -> dict[str, str]:
+    return dict(item.split("://") for item in value.split(","))
+
+
+KAFKA_CONFIG = ROOT / "infra" / "kafka"
+SERVER = _properties(KAFKA_CONFIG / "server.properties")
+
+
 def test_kafka_listener_matches_every_client() -> None:
-    kafka = _environment("kafka")
-    listeners = dict(item.split("://") for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(","))
-    advertised = listeners["PLAINTEXT"]
-    assert "kafka" in _resolves(_host(advertised))
-    bound = dict(item.split("://") for item in kafka["KAFKA_LISTENERS"].split(","))
-    assert _port(bound["PLAINTEXT"]) == _port(advertised)
-    voter = kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"].split("@", 1)[1]
-    assert _port(voter) == _port(bound[kafka["KAFKA_CONTROLLER_LISTENER_NAMES"]])
-    assert "kafka" in _resolves(_host(voter))
-    assert _environment("worker")["FACEGATE_KAFKA__BOOTSTRAP"] == advertised
-    assert _environment("minio")["MINIO_NOTIFY_KAFKA_BROKERS_FACEGATE"] == advertised
-    assert _flag("kafka-init", "bootstrap-server") == advertised
+    # Mounted where start.sh reads it.
+    assert _mounts("kafka")["/etc/facegate/kafka"] == KAFKA_CONFIG
+    assert SERVICES["kafka"]["entrypoint"][-1] == "/etc/facegate/kafka/start.sh"
+    listeners = _listeners(SERVER["listeners"])
+    protocols = dict(item.split(":") for item in SERVER["listener.security.protocol.map"].split(","))
+    controller = SERVER["controller.listener.names"]
+    # Every listener a client can reach is SASL_SSL; the one without SASL is the controller's,
+    # on the container's loopback.
+    for name, address in listeners.items():
+        if protocols[name] != "SASL_SSL":
+            assert name == controller and _host(address) == "127.0.0.1", name
+    advertised = _listeners(SERVER["advertised.listeners"])
+    assert set(advertised) == {"SASL_SSL"} and SERVER["inter.broker.listener.name"] == "SASL_SSL"
+    client = advertised["SASL_SSL"]
+    assert "kafka" in _resolves(_host(client))
+    assert _port(listeners["SASL_SSL"]) == _port(client)
+    voter = SERVER["controller.quorum.voters"].split("@", 1)[1]
+    assert voter == listeners[controller]
+    assert _environment("worker")["FACEGATE_KAFKA__BOOTSTRAP"] == client
+    assert _environment("minio")["MINIO_NOTIFY_KAFKA_BROKERS_FACEGATE"] == client
+    assert f"server={client}\n" in (KAFKA_CONFIG / "setup.sh").read_text()
+    assert f"--bootstrap-server {client}" in " ".join(SERVICES["kafka"]["healthcheck"]["test"])
 
 
 def _minio_init_script() -> str:
@@ -240,7 +263,7 @@ def test_minio_notifies_the_topic_the_worker_reads() -> None:
     assert minio["MINIO_NOTIFY_KAFKA_ENABLE_FACEGATE"] == "on"
     topic = minio["MINIO_NOTIFY_KAFKA_TOPIC_FACEGATE"]
     assert worker["FACEGATE_KAFKA__TOPIC_OBJECT_EVENTS"] == topic
-    assert _flag("kafka-init", "topic") == topic
+    assert _environment("kafka-init")["MINIO_TOPIC"] == topic
     assert topic != Settings().kafka.topic_assets, "raw S3 events are normalised into facegate.assets"
 
     script = _minio_init_script()
@@ -378,3 +401,130 @@ def test_mounted_and_built_files_exist() -> None:
                 if line.startswith("COPY ") and "--from" not in line:
                     for source in line.split()[1:-1]:
                         assert (context / source).exists(), f"{dockerfile.name} copies missing {source}"
+
+
+# --- Kafka: who may do what (design.md "Roles", invariant 8) ------------------------------------
+
+ACL_FILE = KAFKA_CONFIG / "acls.txt"
+
+
+def _acls() -> list[tuple[str, str, str, str, set[str]]]:
+    """(principal, resource, pattern, name, operations) for each line of infra/kafka/acls.txt."""
+    rows = []
+    for line in ACL_FILE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            principal, resource, pattern, name, operations = line.split()
+            rows.append((principal, resource, pattern, name, set(operations.split(","))))
+    return rows
+
+
+def _who(topic: str, operation: str) -> set[str]:
+    """The principals the ACLs allow ``operation`` on ``topic``."""
+    allowed = set()
+    for principal, resource, pattern, name, operations in _acls():
+        matches = name == topic if pattern == "literal" else topic.startswith(name)
+        if resource == "topic" and matches and operation in operations:
+            allowed.add(principal)
+    return allowed
+
+
+def test_kafka_refuses_whoever_has_no_acl() -> None:
+    assert SERVER["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert SERVER["allow.everyone.if.no.acl.found"] == "false"
+    assert SERVER["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    # The admin (kafka-init) and the broker itself on its loopback controller listener; nobody else.
+    assert set(SERVER["super.users"].split(";")) == {"User:admin", "User:ANONYMOUS"}
+    assert SERVER["auto.create.topics.enable"] == "false"
+    # The TLS files are where make-certs.sh writes them, inside the mounted config dir.
+    certs = (KAFKA_CONFIG / "make-certs.sh").read_text()
+    for key in ("ssl.keystore.location", "ssl.truststore.location"):
+        relative = SERVER[key].removeprefix("/etc/facegate/kafka/")
+        assert SERVER[key].startswith("/etc/facegate/kafka/tls/") and relative.split("/", 1)[1] in certs
+
+
+def test_each_role_writes_only_its_own_topics() -> None:
+    k = Settings().kafka
+    internal = {k.topic_subject_events, k.topic_asset_events, k.topic_gallery, k.topic_frames}
+    consent_plane = {k.topic_consent, k.topic_enrollments, k.topic_erasures}
+    outputs = {k.topic_tags, k.topic_purges, k.topic_audit, k.topic_dlq, k.topic_assets}
+    every = {getattr(k, f) for f in type(k).model_fields if f.startswith("topic_")}
+    assert internal | consent_plane | outputs | {k.topic_object_events} == every
+    for topic in internal:
+        assert _who(topic, "Write") == _who(topic, "Read") == {"worker"}, topic
+    for topic in consent_plane:
+        assert _who(topic, "Write") == {"officer"}, topic
+        assert "worker" in _who(topic, "Read")
+    for topic in outputs:
+        assert _who(topic, "Write") == {"worker"}, topic
+    assert _who(k.topic_object_events, "Write") == {"minio"}
+    # DAM consumers read the tags and the receipts, the auditor the log and the receipts: no more.
+    assert {t for t in every if "dam" in _who(t, "Read")} == {k.topic_tags, k.topic_purges}
+    assert {t for t in every if "auditor" in _who(t, "Read")} == {k.topic_audit, k.topic_purges}
+    assert {p for p, *_ in _acls()} == {"worker", "officer", "auditor", "dam", "minio"}
+    for principal, resource, _pattern, name, operations in _acls():
+        assert "All" not in operations and "*" not in name, (principal, name)
+        assert resource in ("topic", "group"), "no cluster-wide rights for any role"
+    # faust's changelogs (named after app_id) are the workers' alone.
+    assert _who(f"{k.app_id}-subjects-changelog", "Write") == {"worker"}
+
+
+def test_every_client_logs_in_as_its_role() -> None:
+    init, worker, minio = _environment("kafka-init"), _environment("worker"), _environment("minio")
+    setup = (KAFKA_CONFIG / "setup.sh").read_text()
+    roles = re.search(r"for role in ([a-z ]+); do", setup)
+    assert roles and set(roles.group(1).split()) == {p for p, *_ in _acls()}
+    for role in roles.group(1).split():
+        assert init[f"KAFKA_{role.upper()}_PASSWORD"].startswith("test-"), role  # required, from .env
+    assert worker["FACEGATE_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert worker["FACEGATE_KAFKA__SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert worker["FACEGATE_KAFKA__SASL_USERNAME"] == "worker"
+    assert worker["FACEGATE_KAFKA__SASL_PASSWORD"] == init["KAFKA_WORKER_PASSWORD"]
+    ca = Path(worker["FACEGATE_KAFKA__SSL_CA_FILE"])
+    assert _mounts("worker")[str(ca.parent)] == KAFKA_CONFIG / "tls" / "ca"
+    assert ca.name == Path(SERVER["ssl.truststore.location"]).name
+    assert (minio["MINIO_NOTIFY_KAFKA_SASL_FACEGATE"], minio["MINIO_NOTIFY_KAFKA_TLS_FACEGATE"]) == (
+        "on",
+        "on",
+    )
+    assert minio["MINIO_NOTIFY_KAFKA_TLS_SKIP_VERIFY_FACEGATE"] == "off"
+    assert minio["MINIO_NOTIFY_KAFKA_SASL_MECHANISM_FACEGATE"] == "sha512"
+    assert minio["MINIO_NOTIFY_KAFKA_SASL_USERNAME_FACEGATE"] == "minio"
+    assert minio["MINIO_NOTIFY_KAFKA_SASL_PASSWORD_FACEGATE"] == init["KAFKA_MINIO_PASSWORD"]
+    assert _mounts("minio")["/root/.minio/certs/CAs"] == KAFKA_CONFIG / "tls" / "ca"
+    # Only the broker mounts its private key.
+    for service in SERVICES:
+        for target, source in _mounts(service).items():
+            if source == KAFKA_CONFIG or KAFKA_CONFIG / "tls" / "broker" in (source, *source.parents):
+                assert service in ("kafka", "kafka-init"), f"{service} mounts the broker key at {target}"
+
+
+def test_workers_trust_a_read_only_officer_registry_mounted_as_a_directory() -> None:
+    worker = _environment("worker")
+    registry = Path(worker["FACEGATE_PRIVACY__OFFICER_REGISTRY"])
+    mount = next(v for v in SERVICES["worker"]["volumes"] if v.split(":")[1] == str(registry.parent))
+    assert mount.endswith(":ro")
+    source = _mounts("worker")[str(registry.parent)]
+    assert json.loads((source / registry.name).read_text())["format"] == "facegate-officers/1"
+
+
+def test_make_certs_gives_a_broker_certificate_for_kafka_signed_by_the_ca(tmp_path: Path) -> None:
+    import subprocess
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    subprocess.run([str(KAFKA_CONFIG / "make-certs.sh"), str(tmp_path)], check=True, capture_output=True)
+    assert sorted(p.name for p in (tmp_path / "ca").iterdir()) == ["ca.crt"]  # no key, no serial
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca" / "ca.crt").read_bytes())
+    pem = (tmp_path / "broker" / "kafka.pem").read_bytes()
+    assert (tmp_path / "broker" / "kafka.pem").stat().st_mode & 0o007 == 0
+    key = load_pem_private_key(pem, password=None)  # Kafka's PEM keystore: unencrypted PKCS#8 first
+    assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")
+    broker, chain_ca = x509.load_pem_x509_certificates(pem)
+    assert chain_ca == ca and broker.public_key() == key.public_key()
+    names = broker.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "kafka" in names.get_values_for_type(x509.DNSName)
+    ca_key = ca.public_key()
+    assert isinstance(ca_key, ec.EllipticCurvePublicKey)
+    ca_key.verify(broker.signature, broker.tbs_certificate_bytes, ec.ECDSA(broker.signature_hash_algorithm))
