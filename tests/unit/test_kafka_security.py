@@ -55,7 +55,7 @@ def test_mtls_and_sasl_plaintext() -> None:
 
 
 def test_incomplete_security_settings_are_refused() -> None:
-    with pytest.raises(ValidationError, match="needs kafka.sasl_username"):
+    with pytest.raises(ValidationError, match=r"needs kafka\.sasl_username"):
         KafkaSettings(security_protocol="SASL_SSL")
     with pytest.raises(ValidationError, match="go together"):
         KafkaSettings(security_protocol="SSL", ssl_cert_file=Path("/c.pem"))
