@@ -42,7 +42,7 @@ from .contract.internal import (
     SubjectDecision,
 )
 from .errors import PermanentError
-from .gallery import QdrantGallery, open_gallery
+from .gallery import GalleryIndex, open_gallery
 from .gallery.sync import GallerySync
 from .inference import TritonFaceClient
 from .ingest.notifications import MalformedNotification, Scope, normalise
@@ -66,7 +66,7 @@ class Services:
 
     store: ObjectStore
     analyzer: TritonFaceClient
-    gallery: QdrantGallery
+    gallery: GalleryIndex
     recognize: RecognizeStage
     join: ConsentJoin
 

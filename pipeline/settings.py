@@ -94,10 +94,13 @@ class TritonSettings(_Section):
 
 
 class QdrantSettings(_Section):
-    url: str | None = None  # None: local mode under the data dir
+    url: str | None = None  # None: Qdrant's engine in each worker (qdrant-edge), in memory only
     api_key: SecretStr | None = None
     collection: str = "faceprints"
     match_threshold: float = Field(default=0.6, gt=0)  # dlib ResNet: same person when L2 < 0.6
+    # The embedded gallery's files go on this memory file system (tmpfs), never on disk;
+    # None: /dev/shm. Docker gives /dev/shm 64 MiB: mount a tmpfs of ~1 KiB per faceprint.
+    memory_dir: Path | None = None
 
 
 class MetricsSettings(_Section):

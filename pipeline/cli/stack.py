@@ -46,7 +46,7 @@ def up_command(as_json: bool, show_secrets: bool, no_workers: bool) -> None:
         ("s3", f"{scheme}://{endpoints.s3_endpoint}  bucket {endpoints.bucket}"),
         ("triton http", endpoints.triton_http or "-"),
         ("triton grpc", endpoints.triton_grpc or "-"),
-        ("qdrant", endpoints.qdrant_url or f"local mode at {endpoints.qdrant_path}"),
+        ("qdrant", endpoints.qdrant_url or f"in each worker, in memory ({endpoints.qdrant_path})"),
     ]
     lines += [(f"metrics {name}", url) for name, url in sorted(endpoints.metrics.items())]
     for label, value in lines:

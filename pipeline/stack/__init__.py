@@ -1,5 +1,6 @@
-"""The embedded stack: Kafka (noida-db), S3 (SeaweedFS) with notifications, Triton, Qdrant
-local mode and the pipeline workers, started on 127.0.0.1 on free ports under a data dir.
+"""The embedded stack: Kafka (noida-db), S3 (SeaweedFS) with notifications, Triton, the
+pipeline workers (each with Qdrant's engine in process, its gallery in memory), started on
+127.0.0.1 on free ports under a data dir.
 
 ``up`` / ``down`` / ``status`` back the ``facegate up|down|status`` commands and the
 integration-test fixture; ``resolve_settings`` points a settings object at a running stack.

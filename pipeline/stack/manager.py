@@ -413,7 +413,8 @@ def status(settings: Settings) -> list[PartStatus]:
         if recorded.mode == LOCAL:
             path = recorded.endpoints.get("path", "")
             ok = Path(path).is_dir()
-            result.append(PartStatus(part.name, LOCAL, UP if ok else DOWN, detail=f"local mode at {path}"))
+            detail = f"in each worker, in memory ({path})"
+            result.append(PartStatus(part.name, LOCAL, UP if ok else DOWN, detail=detail))
         elif recorded.mode == EXTERNAL:
             detail = ", ".join(f"{k}={v}" for k, v in recorded.endpoints.items() if v is not None)
             try:

@@ -14,7 +14,7 @@ What a test gets (``RunningStack``)::
     stack.kafka_bootstrap          "127.0.0.1:PORT"
     stack.s3_endpoint, stack.s3_secure, stack.bucket, stack.access_key, stack.secret_key
     stack.triton_http, stack.triton_grpc, stack.triton_model, stack.triton_model_loaded
-    stack.qdrant_path (local mode; only ONE process may open it) or stack.qdrant_url
+    stack.qdrant_path (the memory file system of the workers' galleries) or stack.qdrant_url
     stack.notify_webhook           the bridge's webhook URL (SeaweedFS posts there)
     stack.metrics                  {part: metrics URL}; stack.logs {part: log file}
     stack.data_dir                 the stack's data dir (logs/ under it)

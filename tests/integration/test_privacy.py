@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fcntl
 import json
 import os
 import random
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import stack_settings
 from embedding_scan import contains, files_containing
@@ -45,16 +44,17 @@ from flow import (
     wait_purge,
     withdraw,
 )
-from qdrant_client import QdrantClient
 
 from pipeline.audit import by_chain_seq, check_no_biometrics, record_hash, verify
 from pipeline.contract import (
+    AssetFaces,
     ConsentChange,
     FaceStatus,
     PurgeReason,
     SubjectPurged,
     utcnow,
 )
+from pipeline.gallery.memory import replica_directories
 from pipeline.inference import TritonFaceClient
 from pipeline.stack import up
 from pipeline.vault import FaceprintVault, UndecryptableError, open_vault
@@ -148,28 +148,32 @@ def test_withdrawal_race_200_trials(stack, topics, publisher):
 
 
 @contextmanager
-def worker_stopped(stack) -> Iterator[Path]:
-    """Stop the worker (it owns the local Qdrant path), yield that path, start it again."""
+def worker_stopped(stack) -> Iterator[None]:
+    """Stop the worker (its gallery replica, in memory, goes with it), then start it again."""
     from pipeline.stack import state as stack_state
     from pipeline.stack.procs import stop
 
     part = stack_state.load(Path(stack.data_dir)).parts["worker"]
     assert part.process is not None and stop(part.process, timeout_s=60)
-    # stop() returns right after a SIGKILL; the local store's lock goes when the kernel reaps it.
-    lock = Path(stack.data_dir) / "qdrant" / "worker-1" / ".lock"
-    deadline = time.monotonic() + 30
-    while lock.exists() and time.monotonic() < deadline:
-        try:
-            with open(lock, "r+") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(handle, fcntl.LOCK_UN)
-            break
-        except BlockingIOError:
-            time.sleep(0.2)
     try:
-        yield Path(stack.data_dir) / "qdrant" / "worker-1"
+        yield
     finally:
         up(stack_settings(Path(stack.data_dir)))
+
+
+def worker_replica(stack) -> Path:
+    """The running worker's gallery replica: its directory on the memory file system."""
+    replicas = replica_directories(stack.settings.qdrant.memory_dir, Path(stack.data_dir))
+    assert len(replicas) == 1, replicas  # a stopped worker's replica is removed (or swept at restart)
+    return next(iter(replicas))
+
+
+def reference_embeddings(stack, *photos: Path) -> list[np.ndarray]:
+    async def embed() -> list[np.ndarray]:
+        async with TritonFaceClient.from_settings(stack.settings) as client:
+            return [(await client.analyze(p.read_bytes())).faces[0].embedding for p in photos]
+
+    return asyncio.run(embed())
 
 
 def test_purge_leaves_no_faceprint_no_key_no_name_and_a_receipt(stack, topics, publisher, tmp_path):
@@ -185,6 +189,10 @@ def test_purge_leaves_no_faceprint_no_key_no_name_and_a_receipt(stack, topics, p
         lambda ms: next((t for t in tags_of(ms, k.topic_tags, asset_id) if t.faces), None), 60, "tags"
     )
     assert named.faces[0].subject_id == subject and named.faces[0].status is FaceStatus.GREEN
+
+    # The scan sees the subject's faceprints where they lawfully are: the worker's replica.
+    faceprints = reference_embeddings(stack, OBAMA / "obama2.jpg", OBAMA / "obama3.jpg")
+    assert all(files_containing(worker_replica(stack), e) for e in faceprints)
 
     # A backup of the vault's ciphertexts taken before the erasure.
     vault_dir = Path(stack.data_dir) / "vault"
@@ -256,17 +264,12 @@ def test_purge_leaves_no_faceprint_no_key_no_name_and_a_receipt(stack, topics, p
     # an exact redelivery of a record (at-least-once publishing) is not tampering
     assert verify([*ordered, ordered[index]]).ok
 
-    # Qdrant: zero points for the subject; every payload a pseudonymous id only.
-    with worker_stopped(stack) as qdrant_path:
-        client = QdrantClient(path=str(qdrant_path))
-        try:
-            collection = stack.settings.qdrant.collection
-            points, _ = client.scroll(collection, limit=10_000, with_payload=True)
-            assert all(p.payload and p.payload["subject_id"] != subject for p in points)
-            for p in points:
-                assert set(p.payload) <= {"subject_id", "model_version"}, p.payload
-        finally:
-            client.close()
+    # The gallery: the worker's replica (in memory) holds none of the subject's faceprints; after
+    # a restart it is rebuilt from the vault, which has none of them either.
+    assert not [e for e in faceprints if files_containing(worker_replica(stack), e)]
+    with worker_stopped(stack):
+        pass
+    assert not [e for e in faceprints if files_containing(worker_replica(stack), e)]
 
 
 def _sqlite_backup(source: Path, target: Path) -> None:
@@ -415,30 +418,27 @@ def test_no_embedding_of_an_unmatched_face_is_persisted_and_none_crosses_kafka(s
     put(stack, key, stranger.read_bytes())
     topics.until(lambda ms: tags_of(ms, k.topic_tags, f"{stack.bucket}/{key}"), 60, "stranger tagged")
 
-    async def embeddings():
-        async with TritonFaceClient.from_settings(stack.settings) as client:
-            return [
-                (await client.analyze(p.read_bytes())).faces[0].embedding
-                for p in (stranger, OBAMA / "obama2.jpg")
-            ]
-
-    unmatched, consented = asyncio.run(embeddings())
+    unmatched, consented = reference_embeddings(stack, stranger, OBAMA / "obama2.jpg")
     data_dir = Path(stack.data_dir)
     started = time.monotonic()
     # Invariant 1: the stranger's embedding is nowhere: Qdrant, vault, logs, object store, topics.
     assert files_containing(data_dir, unmatched) == []
     topic_bytes = _all_topic_bytes(stack)
     assert not [value for value in topic_bytes if contains(value, unmatched)]
-    # Invariant 2: the consented subject's faceprint is not on Kafka in plaintext either...
+    # Invariant 2: the consented subject's faceprint is not on Kafka in plaintext either, nor in
+    # any file on disk (the vault holds it encrypted)...
     assert not [value for value in topic_bytes if contains(value, consented)]
-    # ...while the same scan finds it where it lawfully is, the gallery: the scan can see it.
-    assert files_containing(data_dir / "qdrant", consented), "the scan cannot see Qdrant's storage"
+    assert files_containing(data_dir, consented) == []
+    # ...while the same scan finds it where it lawfully is, the gallery in memory: the scan can see it.
+    assert files_containing(worker_replica(stack), consented), "the scan cannot see the gallery"
     print(f"scanned {len(topic_bytes)} records and {data_dir} in {time.monotonic() - started:.1f}s")
     erase(stack, topics, publisher, subject)
 
 
 def test_gallery_is_rebuilt_from_the_vault(stack, topics, publisher):
-    """Qdrant is an index: drop a worker's replica entirely, `facegate reindex`, and matching works."""
+    """The gallery is an index held in memory: a restarted worker restores it from the vault
+    before its first search, so the first photo after the restart is named; `facegate reindex`
+    reloads it again."""
     import subprocess
     import sys
 
@@ -446,28 +446,26 @@ def test_gallery_is_rebuilt_from_the_vault(stack, topics, publisher):
     subject = f"S-{uuid.uuid4().hex[:10]}"
     enroll(stack, publisher, subject, references(OBAMA / "obama2.jpg"))
     wait_audit(topics, subject, "ENROLLED")
-    with worker_stopped(stack) as qdrant_path:
-        shutil.rmtree(qdrant_path)
+
+    def named_on_upload(prefix: str) -> AssetFaces:
+        key = f"{prefix}/{uuid.uuid4().hex[:6]}/obama.jpg"
+        put(stack, key, (OBAMA / "obama.jpg").read_bytes())
+        return topics.until(
+            lambda ms: next((t for t in tags_of(ms, k.topic_tags, f"{stack.bucket}/{key}") if t.faces), None),
+            120,
+            f"tags of {key}",
+        )
+
+    with worker_stopped(stack):
+        assert not replica_directories(stack.settings.qdrant.memory_dir, Path(stack.data_dir))
+    tags = named_on_upload("restarted")
+    assert tags.faces[0].subject_id == subject and tags.faces[0].status is FaceStatus.GREEN
+
     env = {**os.environ, "FACEGATE_DATA_DIR": str(stack.data_dir)}
     done = subprocess.run(
         [sys.executable, "-m", "pipeline", "reindex"], env=env, capture_output=True, text=True, check=True
     )
     assert "subject(s)" in done.stdout, done.stdout + done.stderr
-    # The restarted worker rebuilds its replica in the background: until it has, a face is RED
-    # (never wrongly named). Upload copies until one is named, within a bound.
-    deadline = time.monotonic() + 90
-    while True:
-        key = f"reindex/{uuid.uuid4().hex[:6]}/obama.jpg"
-        put(stack, key, (OBAMA / "obama.jpg").read_bytes())
-        tags = topics.until(
-            lambda ms, key=key: next(
-                (t for t in tags_of(ms, k.topic_tags, f"{stack.bucket}/{key}") if t.faces), None
-            ),
-            90,
-            "tags after the rebuild",
-        )
-        if tags.faces[0].subject_id is not None or time.monotonic() > deadline:
-            break
-        time.sleep(2)
+    tags = named_on_upload("reindexed")
     assert tags.faces[0].subject_id == subject and tags.faces[0].status is FaceStatus.GREEN
     erase(stack, topics, publisher, subject)

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from qdrant_client import QdrantClient
 
 from pipeline.audit import AuditAction, AuditChain
 from pipeline.contract import (
@@ -34,7 +33,7 @@ from pipeline.contract import (
     utcnow,
 )
 from pipeline.contract.internal import ErasureRequest, MatchCandidate, RevocationApplied, SubjectDecision
-from pipeline.gallery.index import QdrantGallery
+from pipeline.gallery.edge import EdgeGallery
 from pipeline.join.ledger import AssetLedger
 from pipeline.join.purge import RetryPolicy
 from pipeline.join.service import ConsentJoin, Effects
@@ -106,14 +105,14 @@ def vault(tmp_path: Path) -> Iterator[FaceprintVault]:
 
 
 @pytest.fixture
-def gallery() -> Iterator[QdrantGallery]:
-    g = QdrantGallery(QdrantClient(":memory:"), "gallery", 0.6, local=True)
+def gallery(tmp_path: Path) -> Iterator[EdgeGallery]:
+    g = EdgeGallery.open(None, tmp_path, "unit", 0.6)
     yield g
     g.close()
 
 
 @pytest.fixture
-def harness(vault: FaceprintVault, gallery: QdrantGallery) -> Harness:
+def harness(vault: FaceprintVault, gallery: EdgeGallery) -> Harness:
     removed: list[str] = []
 
     async def reference_faces(bucket: str, key: str) -> tuple[list[np.ndarray], str]:
@@ -169,7 +168,7 @@ def revocations(sent: list[Record]) -> list[SubjectDecision]:
 
 
 def test_withdrawal_revokes_every_named_asset_and_proves_it_after_the_last_acknowledgement(
-    harness: Harness, vault: FaceprintVault, gallery: QdrantGallery
+    harness: Harness, vault: FaceprintVault, gallery: EdgeGallery
 ) -> None:
     assets = enrolled(harness, 5)
     assert asyncio.run(gallery.count(SUBJECT)) == 1
@@ -269,7 +268,7 @@ def test_each_match_writes_one_small_entry_however_many_assets_name_the_subject(
 
 
 def test_an_enrollment_before_any_consent_is_held_and_computed_only_once_consent_arrives(
-    harness: Harness, gallery: QdrantGallery
+    harness: Harness, gallery: EdgeGallery
 ) -> None:
     harness.handle(enrollment())
     assert harness.actions() == [AuditAction.ENROLLMENT_DEFERRED]

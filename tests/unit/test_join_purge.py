@@ -43,7 +43,7 @@ from pipeline.contract import (
 from pipeline.contract.ids import InvalidSubjectId
 from pipeline.contract.internal import ErasureRequest, RevocationApplied, SubjectDecision
 from pipeline.gallery import GalleryUnavailable
-from pipeline.gallery.index import QdrantGallery
+from pipeline.gallery.edge import EdgeGallery
 from pipeline.join.service import ConsentJoin
 from pipeline.objects import ObjectAccessDenied
 from pipeline.settings import Settings
@@ -62,7 +62,7 @@ class FlakyGallery:
     """The real gallery, whose deletes fail ``failures`` times first (a Qdrant outage or timeout),
     or kill the worker once (``die``)."""
 
-    def __init__(self, inner: QdrantGallery, failures: int = 0, die: bool = False) -> None:
+    def __init__(self, inner: EdgeGallery, failures: int = 0, die: bool = False) -> None:
         self.inner = inner
         self.failures = failures
         self.die = die
@@ -176,7 +176,7 @@ def test_free_text_holding_an_embedding_is_withheld_from_the_audit_not_refused(h
 
 
 def test_a_gallery_outage_after_the_key_was_destroyed_is_retried_until_the_purge_is_done(
-    vault: FaceprintVault, gallery: QdrantGallery
+    vault: FaceprintVault, gallery: EdgeGallery
 ) -> None:
     flaky = FlakyGallery(gallery)
     h = make_harness(vault, flaky, [])
@@ -190,7 +190,7 @@ def test_a_gallery_outage_after_the_key_was_destroyed_is_retried_until_the_purge
 
 
 def test_a_worker_dying_mid_purge_leaves_the_subject_red_and_the_redelivery_finishes_it(
-    vault: FaceprintVault, gallery: QdrantGallery
+    vault: FaceprintVault, gallery: EdgeGallery
 ) -> None:
     flaky = FlakyGallery(gallery)
     h = make_harness(vault, flaky, [])
@@ -212,7 +212,7 @@ def test_a_worker_dying_mid_purge_leaves_the_subject_red_and_the_redelivery_fini
 
 
 def test_any_event_after_an_interrupted_purge_first_finishes_it_and_is_decided_red(
-    vault: FaceprintVault, gallery: QdrantGallery
+    vault: FaceprintVault, gallery: EdgeGallery
 ) -> None:
     flaky = FlakyGallery(gallery)
     h = make_harness(vault, flaky, [])
@@ -226,7 +226,7 @@ def test_any_event_after_an_interrupted_purge_first_finishes_it_and_is_decided_r
     assert decision.status == FaceStatus.RED and decision.reason == "withdrawn"
 
 
-def test_an_erasure_is_red_from_the_moment_it_is_read(vault: FaceprintVault, gallery: QdrantGallery) -> None:
+def test_an_erasure_is_red_from_the_moment_it_is_read(vault: FaceprintVault, gallery: EdgeGallery) -> None:
     flaky = FlakyGallery(gallery)
     h = make_harness(vault, flaky, [])
     enrolled(h, 1)
@@ -243,7 +243,7 @@ def test_an_erasure_is_red_from_the_moment_it_is_read(vault: FaceprintVault, gal
 
 
 def test_references_outside_the_subjects_prefix_are_refused_never_read_never_deleted(
-    vault: FaceprintVault, gallery: QdrantGallery
+    vault: FaceprintVault, gallery: EdgeGallery
 ) -> None:
     removed: list[str] = []
     h = make_harness(vault, gallery, removed)
@@ -264,7 +264,7 @@ def test_references_outside_the_subjects_prefix_are_refused_never_read_never_del
 
 
 def test_access_denied_on_a_reference_is_kept_and_reported_not_retried_forever(
-    vault: FaceprintVault, gallery: QdrantGallery
+    vault: FaceprintVault, gallery: EdgeGallery
 ) -> None:
     h = make_harness(vault, gallery, [], denied={f"enrollments/{SUBJECT}/a.jpg"})
     enrolled(h, 1)

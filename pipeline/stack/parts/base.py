@@ -1,8 +1,8 @@
 """What every part of the stack is: how it starts, is checked, and what it offers.
 
 A part is started by ``facegate up`` (mode ``process``), used from settings when its address is
-set there (``external``), or just a directory (``local``: Qdrant's local mode, opened by the
-worker process that owns it; Qdrant allows one process per path).
+set there (``external``), or nothing to start (``local``: Qdrant's engine, inside each worker,
+its files on the memory file system the part names).
 """
 
 from __future__ import annotations

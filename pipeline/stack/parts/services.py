@@ -1,4 +1,4 @@
-"""facegate's own processes (the notify bridge, the workers) and Qdrant's local path."""
+"""facegate's own processes (the notify bridge, the workers) and where the embedded gallery lives."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from ...errors import StackError
+from ...gallery.memory import DEFAULT_BASE, MEMORY_FILE_SYSTEMS, file_system_of
 from ...settings import SECRETS_FILE_ENV, Settings
 from .. import checks
 from ..ports import HOST, PortPicker
@@ -56,7 +57,11 @@ class BridgePart(Part):
 
 
 class QdrantPart(Part):
-    """Qdrant: a server from settings, or local mode in a directory the worker opens."""
+    """Qdrant: a server from settings, or its engine inside each worker (memory only).
+
+    Embedded, nothing is started: each worker keeps its replica on the memory file system
+    ``qdrant.memory_dir``, checked here so that ``facegate up`` refuses a disk before it starts.
+    """
 
     name = "qdrant"
     external_setting = "qdrant.url (FACEGATE_QDRANT__URL)"
@@ -65,7 +70,15 @@ class QdrantPart(Part):
         return EXTERNAL if settings.qdrant.url else LOCAL
 
     def local(self, ctx: Context) -> dict[str, Any]:
-        return {"path": str(ctx.workdir("qdrant"))}
+        base = ctx.settings.qdrant.memory_dir or DEFAULT_BASE
+        kind = file_system_of(base)
+        if kind not in MEMORY_FILE_SYSTEMS:
+            raise StackError(
+                f"qdrant: the embedded gallery keeps faceprints in memory only, and {base} is on a "
+                f"{kind or 'unknown'} file system: set FACEGATE_QDRANT__MEMORY_DIR to a tmpfs mount, "
+                "or FACEGATE_QDRANT__URL to a Qdrant server"
+            )
+        return {"path": str(base), "engine": "qdrant-edge in each worker, in memory"}
 
     def check_external(self, ctx: Context) -> dict[str, Any]:
         q = ctx.settings.qdrant
@@ -75,7 +88,7 @@ class QdrantPart(Part):
         if info is None:
             raise StackError(
                 f"qdrant: no Qdrant server answers at {url} (qdrant.url); start it, fix the address or "
-                "the api key, or unset FACEGATE_QDRANT__URL to use local mode"
+                "the api key, or unset FACEGATE_QDRANT__URL to use the embedded gallery"
             )
         return {"url": url, "version": info.get("version")}
 
