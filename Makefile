@@ -57,9 +57,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps face_recognition==1.3.0
 	touch $@
 
-system-deps: ## Debian packages the tests and benchmarks use (promtool, prometheus)
+system-deps: ## Debian packages the tests and benchmarks use (promtool, prometheus, postgresql)
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null)
+	@# the PostgreSQL vault's tests start their own server from these binaries (initdb + pg_ctl)
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null)
 
 kafka-certs: ## a CA and the broker certificate for docker-compose's Kafka (SASL_SSL), into infra/kafka/tls
 	infra/kafka/make-certs.sh

@@ -108,6 +108,13 @@ class MetricsSettings(_Section):
     port: int = Field(default=0, ge=0)  # 0: a free port, reported by `facegate up --json`
 
 
+class VaultSettings(_Section):
+    # postgresql://user:password@host:5432/db: the vault every worker on every host shares
+    # (privacy.master_key must then be set, the same on each). None: SQLite under <data_dir>/vault.
+    dsn: SecretStr | None = None
+    retry_s: float = Field(default=30.0, ge=0)  # how long to wait for the server to come back
+
+
 class PrivacySettings(_Section):
     master_key: SecretStr = SecretStr("")  # base64 32 bytes; empty: generated into the data dir
     amber_window_days: int = Field(default=30, ge=0)
@@ -182,6 +189,7 @@ class Settings(BaseSettings):
     qdrant: QdrantSettings = QdrantSettings()
     metrics: MetricsSettings = MetricsSettings()
     privacy: PrivacySettings = PrivacySettings()
+    vault: VaultSettings = VaultSettings()
     recognition: RecognitionSettings = RecognitionSettings()
     video: VideoSettings = VideoSettings()
     stack: StackSettings = StackSettings()

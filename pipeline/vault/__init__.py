@@ -7,7 +7,7 @@ with open_vault(settings) as vault:
 """
 
 from .crypto import FaceprintPayload
-from .errors import MasterKeyError, UndecryptableError, VaultError
+from .errors import MasterKeyError, UndecryptableError, VaultError, VaultUnavailable
 from .master import MasterKey, MasterKeyring, generate_master_key, load_master_keyring
 from .sqlite import SqliteBlobStore, SqliteKeyStore
 from .store import BlobStore, KeyStore, SealedFaceprint, WrappedKey
@@ -37,6 +37,7 @@ __all__ = [
     "SqliteKeyStore",
     "UndecryptableError",
     "VaultError",
+    "VaultUnavailable",
     "WrappedKey",
     "faceprint_id",
     "generate_master_key",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ConfigError, FacegateError
+from ..errors import ConfigError, FacegateError, TransientError
 
 
 class VaultError(FacegateError):
@@ -15,3 +15,7 @@ class UndecryptableError(VaultError):
 
 class MasterKeyError(ConfigError):
     """privacy.master_key (or a retired one) is missing, malformed or unsafely stored."""
+
+
+class VaultUnavailable(VaultError, TransientError):
+    """The vault's database cannot be reached (yet): retry."""

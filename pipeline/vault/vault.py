@@ -29,7 +29,7 @@ from .crypto import (
     unwrap_data_key,
     wrap_data_key,
 )
-from .errors import UndecryptableError, VaultError
+from .errors import MasterKeyError, UndecryptableError, VaultError
 from .master import MasterKey, MasterKeyring, load_master_keyring
 from .sqlite import SqliteBlobStore, SqliteKeyStore
 from .store import BlobStore, KeyStore, SealedFaceprint, WrappedKey
@@ -116,7 +116,11 @@ def _as_vector(vector: ArrayLike) -> NDArray[np.float32]:
 
 
 class FaceprintVault:
-    """Envelope-encrypted faceprints. One writer process; readers may run beside it."""
+    """Envelope-encrypted faceprints.
+
+    One writer per subject at a time (the consent join's partition of that subject); readers,
+    and writers of other subjects (other workers sharing a PostgreSQL vault), may run beside it.
+    """
 
     def __init__(self, keys: KeyStore, blobs: BlobStore, keyring: MasterKeyring) -> None:
         self._keys = keys
@@ -342,6 +346,22 @@ def vault_dir(settings: Settings) -> Path:
 
 
 def open_vault(settings: Settings) -> FaceprintVault:
-    """The vault under ``<data_dir>/vault`` with the master keys from ``settings.privacy``."""
+    """The vault the settings name, with the master keys from ``settings.privacy``.
+
+    ``vault.dsn`` set: the PostgreSQL vault every worker shares; the master key must come from
+    the settings, since a key generated here would be this host's alone. Else the SQLite vault
+    under ``<data_dir>/vault``.
+    """
     directory = vault_dir(settings)
-    return FaceprintVault.open(directory, load_master_keyring(settings.privacy, directory))
+    if settings.vault.dsn is None:
+        return FaceprintVault.open(directory, load_master_keyring(settings.privacy, directory))
+    if not settings.privacy.master_key.get_secret_value():
+        raise MasterKeyError(
+            "vault.dsn is set (a vault shared by every worker) but privacy.master_key is not: set "
+            "FACEGATE_PRIVACY__MASTER_KEY, the same on every worker"
+        )
+    keyring = load_master_keyring(settings.privacy, directory)
+    from .postgres import PostgresBlobStore, PostgresDatabase, PostgresKeyStore
+
+    db = PostgresDatabase(settings.vault.dsn.get_secret_value(), retry_s=settings.vault.retry_s)
+    return FaceprintVault(PostgresKeyStore(db), PostgresBlobStore(db), keyring)

@@ -137,6 +137,7 @@ def test_the_production_services_exist() -> None:
         "minio",
         "minio-init",
         "qdrant",
+        "postgres",
         "triton",
         "triton-cpu",
         "worker",
@@ -147,6 +148,7 @@ def test_the_production_services_exist() -> None:
     assert SERVICES["minio"]["image"].startswith("minio/minio:")
     assert SERVICES["minio-init"]["image"].startswith("minio/mc:")
     assert SERVICES["qdrant"]["image"].startswith("qdrant/qdrant:")
+    assert SERVICES["postgres"]["image"].startswith("postgres:")
     assert SERVICES["worker"]["command"] == ["facegate", "worker"]
 
 
@@ -328,6 +330,19 @@ def test_worker_reaches_qdrant_with_the_shared_api_key() -> None:
     assert _resolves(_host(url)) == {"qdrant"}
     assert _port(url) == QDRANT_HTTP_PORT
     assert worker["FACEGATE_QDRANT__API_KEY"] == _environment("qdrant")["QDRANT__SERVICE__API_KEY"]
+
+
+def test_every_worker_shares_the_postgresql_vault() -> None:
+    worker = _environment("worker")
+    dsn = dict(part.split("=", 1) for part in worker["FACEGATE_VAULT__DSN"].split())
+    assert _resolves(dsn["host"]) == {"postgres"}
+    assert dsn["port"] == "5432"
+    postgres = _environment("postgres")
+    assert (dsn["dbname"], dsn["user"]) == (postgres["POSTGRES_DB"], postgres["POSTGRES_USER"])
+    assert dsn["password"] == postgres["POSTGRES_PASSWORD"]
+    assert SERVICES["worker"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # the shared vault needs the master key from the settings, the same on every worker
+    assert worker["FACEGATE_PRIVACY__MASTER_KEY"]
 
 
 def test_prometheus_scrapes_the_workers_and_triton_where_they_listen() -> None:
