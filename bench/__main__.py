@@ -3,7 +3,7 @@
     python -m bench              full sizes: parts 1-3 take ~15 min on 2 busy cores, the purge part
                                  (100,000-point gallery, a subject on up to 10,000 assets) longer
     python -m bench --quick      small sizes: a smoke run in minutes
-    python -m bench --only NAME  one part: models, video, e2e or purge
+    python -m bench --only NAME  one part: models, video, e2e, scaleout, gallery or purge
 
 Writes bench/out/results.json, bench/out/*.png and bench/out/report.md; a run of every part
 also publishes the report as bench/report.md with its plots in bench/plots/.

@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.settings import Settings, StackSettings, get_settings
 from pipeline.stack import WORKERS, Endpoints, down, up
+from pipeline.stack import state as stack_state
 
 from .harness import ROOT
 
@@ -77,11 +78,11 @@ class Stack:
     def worker_metrics(self) -> str:
         return self.endpoints.metrics[WORKERS[0].name]
 
-    @property
-    def worker_qdrant_path(self) -> Path:
-        """The worker's local-mode replica: <data_dir>/qdrant/<worker name>."""
-        args = WORKERS[0].args
-        return Path(self.endpoints.data_dir) / "qdrant" / args[args.index("--name") + 1]
+    def pids(self) -> dict[str, int]:
+        """The pid of every process the stack started, by part name."""
+        state = stack_state.load(Path(self.endpoints.data_dir))
+        assert state is not None, "the stack's state file is gone"
+        return {name: part.process.pid for name, part in state.parts.items() if part.process}
 
     def triton_version(self) -> str:
         import json
@@ -224,6 +225,19 @@ def scrape_histogram(url: str, name: str) -> dict[float, float]:
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
     return buckets
+
+
+def scrape_counter(url: str, name: str, **labels: str) -> float:
+    """A counter's value (summed over the samples that carry ``labels``) from a /metrics page."""
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        text = reply.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == name
+        for sample in family.samples
+        if sample.name == f"{name}_total" and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def histogram_quantiles(

@@ -85,10 +85,10 @@ class Runner:
             "latencies_s": [round(v, 3) for v in latencies],
         }
 
-    def burst(self, n: int) -> dict[str, Any]:
-        futures = [self.uploader.submit(*self._key("burst", i)) for i in range(n)]
+    def burst(self, n: int, phase: str = "burst") -> dict[str, Any]:
+        futures = [self.uploader.submit(*self._key(phase, i)) for i in range(n)]
         assets = [f.result() for f in futures]
-        return self._figures("burst", assets, self._await_all(assets, 120 + 5 * n))
+        return self._figures(phase, assets, self._await_all(assets, 120 + 5 * n))
 
     def closed_loop(self, clients: int, n: int, phase: str) -> dict[str, Any]:
         counter = iter(range(n))

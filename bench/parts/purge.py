@@ -14,29 +14,32 @@ For each case (a subject named on N assets) and repetition:
 4. WITHDRAWN goes on facegate.consent; timed until the SubjectPurged for the subject is on
    facegate.purges, and until the last re-emitted AssetFaces (none may name the subject).
 
-The gallery filler is written into the worker's local Qdrant store before the worker opens
-it: random 128-d vectors with pseudonymous filler subject ids. They only give the index its
-size (every gallery search and every subject-filtered delete scans them); they are not faces.
+The gallery filler is sealed into the vault before the worker starts, which restores its
+in-memory gallery from there (the restore is timed from the worker's log): random 128-d vectors
+with pseudonymous filler subject ids, three per subject. They only give the index its size
+(every gallery search compares them all); they are not faces.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qdrant_client import QdrantClient, models
 
 from pipeline.contract import AssetFaces, AssetKind, AuditRecord, BBox, SubjectPurged, utcnow
 from pipeline.contract.internal import FaceObservations, MatchCandidate, ObservedFace
 from pipeline.gallery.index import EMBEDDING_DIM
 from pipeline.kafka.io import EventProducer
 from pipeline.recognize.stage import face_id
+from pipeline.vault import open_vault
 
-from ..embedded import PHOTOS, Stack, TopicTap, Uploader, embedded_stack, photos_1024, tap
+from ..embedded import PHOTOS, WORKERS, Stack, TopicTap, Uploader, embedded_stack, photos_1024, tap
 from ..harness import ROOT, Context, percentiles
 
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
@@ -46,42 +49,53 @@ REFERENCES = 3  # reference photos per enrollment
 REAL_PER_SUBJECT = 3  # photos of the subject that go through recognition for real
 
 
-def seed_gallery(stack: Stack, count: int) -> None:
-    """``count`` filler points in the worker's local store (random vectors, not faces)."""
-    path = stack.worker_qdrant_path
-    path.mkdir(parents=True, exist_ok=True)
-    collection = stack.settings.qdrant.collection
-    client = QdrantClient(path=str(path))
+FILLERS_PER_SUBJECT = 3  # like an enrolled subject's reference faceprints
+
+
+def seed_vault(stack: Stack, count: int) -> None:
+    """``count`` filler faceprints (random vectors, not faces) sealed in the vault.
+
+    Written before the worker starts: it restores its in-memory gallery from the vault, so the
+    restore is timed at this size too (the worker logs it).
+    """
+    vault = open_vault(stack.settings)
     try:
-        client.create_collection(
-            collection,
-            vectors_config=models.VectorParams(size=EMBEDDING_DIM, distance=models.Distance.EUCLID),
-        )
-        # Local mode commits (and fsyncs) its sqlite file once per point: 100,000 of those take
-        # many minutes. Seeding may skip the fsync; the store's content and format are unchanged.
-        storage = getattr(client._client, "collections", {})[collection].storage
-        if storage is not None:
-            storage.storage.executescript("PRAGMA synchronous = OFF; PRAGMA journal_mode = MEMORY;")
+        # Each store is one fsync'd transaction: 100,000 of those take minutes. Seeding may skip
+        # the fsync; the stores' content and format are unchanged.
+        for database in (vault._keys, vault._blobs):
+            connection = getattr(getattr(database, "_db", None), "_conn", None)
+            if connection is not None:
+                connection.execute("PRAGMA synchronous = OFF")
         rng = np.random.default_rng(20261122)
-        for start in range(0, count, 5000):
-            n = min(5000, count - start)
-            # Norm ~1.1, like a real dlib faceprint, yet ~1.5 away from any real face: never a match.
-            vectors = rng.normal(0.0, 0.1, (n, EMBEDDING_DIM)).astype(np.float32)
-            client.upsert(
-                collection,
-                models.Batch(
-                    ids=[str(uuid.uuid4()) for _ in range(n)],
-                    vectors=vectors.tolist(),
-                    payloads=[
-                        {"subject_id": f"filler-{start + i:06d}", "model_version": "bench-filler-random"}
-                        for i in range(n)
-                    ],
-                ),
-                wait=True,
+        # Norm ~1.1, like a real dlib faceprint, yet ~1.5 away from any real face: never a match.
+        vectors = rng.normal(0.0, 0.1, (count, EMBEDDING_DIM)).astype(np.float32)
+        for i, vector in enumerate(vectors):
+            vault.store(
+                f"filler-{i // FILLERS_PER_SUBJECT:06d}",
+                vector,
+                reference=f"filler/{i}",
+                model_version="bench-filler-random",
             )
-        assert client.count(collection).count == count
     finally:
-        client.close()
+        vault.close()
+
+
+def restore_seconds(stack: Stack, timeout_s: float = 600) -> float | None:
+    """How long the worker took to restore its gallery from the vault, from its log.
+
+    The worker reports ready once it consumes; the restore runs beside that (its searches wait
+    for it), so the line may come a little later.
+    """
+    log = Path(stack.endpoints.logs[WORKERS[0].name])
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.findall(
+            r"replica restored from the vault: (\d+) points in ([\d.]+) s", log.read_text(errors="replace")
+        )
+        if found:
+            return float(found[-1][1])
+        time.sleep(1)
+    return None
 
 
 @dataclass
@@ -210,12 +224,13 @@ def run(ctx: Context) -> dict[str, Any]:
     out: dict[str, Any] = {"gallery_filler_points": gallery, "filler": "random 128-d vectors, not faces"}
 
     def seed(stack: Stack) -> None:
-        with ctx.phase(f"purge: {gallery} filler points into the worker's local Qdrant (before it starts)"):
-            seed_gallery(stack, gallery)
+        with ctx.phase(f"purge: {gallery} filler faceprints sealed into the vault (before the worker)"):
+            seed_vault(stack, gallery)
 
     ctx.say("purge: starting the embedded stack (infrastructure, then the worker)")
     with embedded_stack(before_workers=seed) as stack:
         k = stack.settings.kafka
+        out["gallery_restore_s"] = restore_seconds(stack)
         with tap(stack, [k.topic_tags, k.topic_purges, k.topic_audit]) as watcher:
             purges = Purges(stack, watcher)
             people = sorted(purges.people)
