@@ -414,6 +414,13 @@ class RecentVersions:
             self._seen.popitem(last=False)
         return False
 
+    def remember(self, asset_id: str, etag: str) -> None:
+        """Count a version as published (the bridge seeds itself with what the topic holds)."""
+        self._seen[(asset_id, etag)] = None
+        self._seen.move_to_end((asset_id, etag))
+        if len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+
     def forget(self, asset: AssetUploaded) -> None:
         """Forget a version (its publication failed, so a redelivery must go through)."""
         self._seen.pop((asset.asset_id, asset.etag), None)

@@ -81,8 +81,13 @@ def stack_settings(data_dir: Path) -> Settings:
     repository = (
         base.model_repository if base.model_repository.is_absolute() else ROOT / base.model_repository
     )
-    # Every port picked free, but the start timeout as set (a loaded machine needs more than 30 s).
-    stack = StackSettings(start_timeout_s=base.stack.start_timeout_s)
+    # Every port picked free; the environment's timeouts kept (FACEGATE_STACK__START_TIMEOUT_S on
+    # a loaded machine).
+    stack = StackSettings(
+        start_timeout_s=base.stack.start_timeout_s,
+        stop_timeout_s=base.stack.stop_timeout_s,
+        broker_stop_timeout_s=base.stack.broker_stop_timeout_s,
+    )
     return base.model_copy(update={"data_dir": data_dir, "model_repository": repository, "stack": stack})
 
 

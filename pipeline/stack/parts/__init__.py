@@ -35,7 +35,7 @@ __all__ = [
 WORKERS: tuple[WorkerPart, ...] = (WorkerPart("worker", ("worker", "--name", "worker-1")),)
 
 # Start order; a part starts once the parts it needs are ready (`down` stops in dependency waves).
-INFRASTRUCTURE: tuple[Part, ...] = (KafkaPart(), TritonPart(), QdrantPart(), BridgePart(), SeaweedPart())
+INFRASTRUCTURE: tuple[Part, ...] = (KafkaPart(), TritonPart(), QdrantPart(), SeaweedPart(), BridgePart())
 
 
 def all_parts() -> tuple[Part, ...]:

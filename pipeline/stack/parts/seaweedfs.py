@@ -21,10 +21,9 @@ _WEED_SINGLES = ("s3_grpc", "metrics")
 
 
 class SeaweedPart(Part):
-    """SeaweedFS ``weed mini``: S3 API, filer notifications to the bridge."""
+    """SeaweedFS ``weed mini``: S3 API; the bridge follows its filer's metadata log."""
 
     name = "s3"
-    needs = ("bridge",)
     external_setting = "s3.endpoint (FACEGATE_S3__ENDPOINT)"
 
     def mode(self, settings: Settings) -> str:
@@ -80,20 +79,9 @@ class SeaweedPart(Part):
         fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(identity, out)
-        # weed reads notification.toml from its working directory. It posts each event once
-        # (SeaweedFS 4.48 dead-letters a failed delivery to its log at once), so the bridge
-        # accepts every event and buffers it until Kafka has it.
-        webhook = ctx.endpoints["bridge"]["webhook"]
-        (work / "notification.toml").write_text(
-            "[notification.webhook]\n"
-            "enabled = true\n"
-            f'endpoint = "{webhook}"\n'
-            'event_types = ["create", "update", "rename"]\n'
-            f'path_prefixes = ["/buckets/{s3.bucket}/"]\n'
-            "timeout_seconds = 10\n"
-            "workers = 4\n"
-            "buffer_size = 100000\n"
-        )
+        # Uploads reach the bridge through the filer's metadata log (it follows it from its
+        # checkpoint), not a webhook: a webhook posts each event once, lost if the bridge is down.
+        (work / "notification.toml").unlink(missing_ok=True)
         argv = [
             str(binary),
             "mini",
@@ -157,6 +145,8 @@ class SeaweedPart(Part):
             "secure": False,
             "metrics": f"http://{HOST}:{ports['metrics']}/metrics",
             "filer": f"http://{HOST}:{ports['filer']}",
+            # SeaweedFS's address form for a filer with its gRPC port (weed filer.meta.tail -filer=)
+            "filer_grpc": f"{HOST}:{ports['filer']}.{ports['filer_grpc']}",
         }
 
     def check_external(self, ctx: Context) -> dict[str, Any]:

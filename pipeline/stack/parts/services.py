@@ -14,10 +14,10 @@ from .base import EXTERNAL, LOCAL, PROCESS, Context, Launch, Part, fixed
 
 
 class BridgePart(Part):
-    """The notify bridge: SeaweedFS filer webhook -> AssetUploaded on facegate.assets."""
+    """The notify bridge: SeaweedFS's filer metadata log -> AssetUploaded on facegate.assets."""
 
     name = "bridge"
-    needs = ("kafka",)
+    needs = ("kafka", "s3")
     external_setting = "s3.endpoint (FACEGATE_S3__ENDPOINT); the external store notifies Kafka itself"
 
     def mode(self, settings: Settings) -> str:
@@ -43,6 +43,9 @@ class BridgePart(Part):
             "--port",
             str(ports["bridge"]),
         ]
+        filer = ctx.endpoints.get("s3", {}).get("filer_grpc")
+        if filer:
+            argv += ["--filer", filer, "--state-dir", str(ctx.workdir("bridge"))]
         return Launch(argv, ctx.workdir("bridge"), ctx.child_env())
 
     def ready(self, ctx: Context, ports: dict[str, int]) -> bool:
