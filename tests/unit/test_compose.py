@@ -282,6 +282,14 @@ def test_minio_notifies_the_topic_the_worker_reads() -> None:
     assert "put" in event.group(2).split(",")
 
 
+def test_minio_keeps_events_on_a_volume_while_kafka_is_away() -> None:
+    """Uploads during a Kafka outage are queued on disk and delivered later, restarts included."""
+    queue = _environment("minio")["MINIO_NOTIFY_KAFKA_QUEUE_DIR_FACEGATE"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["minio"]["volumes"]}
+    assert mounts.get(queue) in COMPOSE["volumes"], f"{queue} is not on a named volume"
+    assert int(_environment("minio")["MINIO_NOTIFY_KAFKA_QUEUE_LIMIT_FACEGATE"]) >= 10_000
+
+
 def test_worker_reaches_minio_with_its_own_least_privilege_user() -> None:
     worker, init = _environment("worker"), _environment("minio-init")
     endpoint = worker["FACEGATE_S3__ENDPOINT"]
