@@ -26,7 +26,7 @@ def reset_command(yes: bool) -> None:
             click.echo(f"  {entry.name}", err=True)
         click.echo(
             "every consent record, audit record, tag, object, faceprint and log of this stack "
-            "(external services set in settings are not touched)",
+            "(privacy officers' keys in officers/ and external services set in settings are kept)",
             err=True,
         )
         click.confirm("delete them?", abort=True, err=True)

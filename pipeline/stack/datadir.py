@@ -25,7 +25,8 @@ MARKER = "facegate.json"
 # 1: the broker's records are kept across restarts (before it, they were wiped at every `up`).
 LAYOUT = 1
 
-# What facegate creates under a data dir; `reset` deletes these and nothing else.
+# What facegate creates under a data dir; `reset` deletes these and nothing else. Kept: officers/
+# (privacy officers' identities, not records of anyone's data; the audit anchors are in vault/).
 _OWNED_DIRS = ("kafka", "seaweedfs", "bridge", "triton", "qdrant", "vault", "logs")
 _OWNED_FILES = (MARKER, "facegate.json.tmp", "stack.json", "stack.json.tmp", "ports.json", "ports.json.tmp")
 
