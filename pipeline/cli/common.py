@@ -12,6 +12,7 @@ from ..errors import StackError
 from ..kafka.io import EventProducer
 from ..settings import Settings, get_settings
 from ..stack import resolve_settings
+from ..topology import Topology
 
 
 def connected_settings(*, kafka: bool = True, s3: bool = False) -> Settings:
@@ -44,7 +45,7 @@ def bootstrap(settings: Settings) -> str:
 
 
 def producer(settings: Settings) -> EventProducer:
-    return EventProducer(bootstrap(settings))
+    return EventProducer(bootstrap(settings), topology=Topology(settings.kafka))
 
 
 def operator() -> str:

@@ -10,6 +10,7 @@ import click
 from ..contract import ObjectRef, SubjectEnrollment, utcnow
 from ..contract.internal import GalleryAction, GalleryChange
 from ..officers import sign
+from ..topology import ENROLLMENTS, GALLERY
 from ..vault import open_vault
 from .common import connected_settings, producer
 from .privacy import officer_key, officer_option
@@ -43,15 +44,14 @@ def reindex(reembed: bool, officer: str | None) -> None:
     finally:
         vault.close()
     out = producer(settings)
-    k = settings.kafka
     for subject in sorted(counts):
         if key is not None:
             refs = [ObjectRef(*ref.split("/", 1)) for ref in sorted(references[subject])]
             record = sign(SubjectEnrollment(str(uuid.uuid4()), subject, refs, utcnow()), key)
-            out.send(k.topic_enrollments, subject, record.to_bytes())
+            out.send_record(ENROLLMENTS, subject, record)
         else:
             change = GalleryChange(subject, GalleryAction.UPSERT, counts[subject], utcnow())
-            out.send(k.topic_gallery, subject, change.to_bytes())
+            out.send_record(GALLERY, subject, change)
     out.flush()
     what = "re-enrollments" if reembed else "gallery reloads"
     click.echo(f"{len(counts)} subject(s), {sum(counts.values())} faceprint(s): {what} sent")

@@ -43,6 +43,7 @@ from ..kafka.io import end_offsets, read_all, read_topic
 from ..objects import s3_client
 from ..officers import OfficerKey, sign, unlock
 from ..settings import Settings, get_settings
+from ..topology import Topology
 from . import render
 from .common import When, bootstrap, connected_settings, operator, producer
 from .history import ConsentView, audit_detail, consent_view, purges_of
@@ -96,10 +97,13 @@ def signed(record: R, officer: str | None) -> R:
 
 
 def publish(settings: Settings, topic: str, key: str, record: Record) -> None:
-    """Send one record and wait until the broker has it (StackError otherwise)."""
+    """Send one record and wait until the broker has it (StackError otherwise).
+
+    TopologyError if ``record`` may not travel on ``topic`` (pipeline.topology).
+    """
     out = producer(settings)
     out.check(topic)
-    out.send(topic, key, record.to_bytes())
+    out.send_record(Topology(settings.kafka).topic(topic), key, record)
     out.flush()
 
 

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import click
 
+from .. import topology
 from ..kafka.io import Message, end_offsets, read_topic
 from ..settings import Settings
 from . import render
 from .common import bootstrap, connected_settings
 
-# What `tail` can read, and the settings field naming each topic.
+# What `tail` can read: the contract's topics that carry facegate records (and the DLQ).
 STREAMS = {
-    "tags": "topic_tags",
-    "purges": "topic_purges",
-    "dlq": "topic_dlq",
-    "audit": "topic_audit",
-    "assets": "topic_assets",
-    "consent": "topic_consent",
-    "enrollments": "topic_enrollments",
+    "tags": topology.TAGS,
+    "purges": topology.PURGES,
+    "dlq": topology.DLQ,
+    "audit": topology.AUDIT,
+    "assets": topology.ASSETS,
+    "consent": topology.CONSENT,
+    "enrollments": topology.ENROLLMENTS,
 }
 
 
 def topic_of(settings: Settings, stream: str) -> str:
-    return str(getattr(settings.kafka, STREAMS[stream]))
+    return topology.Topology(settings.kafka).name(STREAMS[stream])
 
 
 def lines_for(stream: str, topic: str, message: Message, as_json: bool) -> list[str]:

@@ -30,7 +30,9 @@ from confluent_kafka import (
 )
 from confluent_kafka import Message as KafkaMessage
 
+from ..contract import Record
 from ..errors import StackError
+from ..topology import Topic, Topology
 
 log = logging.getLogger(__name__)
 # librdkafka's connection errors would otherwise reach stderr through logging's last resort
@@ -81,8 +83,15 @@ def _message(msg: KafkaMessage) -> Message:
 class EventProducer:
     """Idempotent, acks=all; ``flush`` raises StackError unless every record was delivered."""
 
-    def __init__(self, bootstrap: str, timeout_s: float = 15.0, client_id: str = "facegate-cli") -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        timeout_s: float = 15.0,
+        client_id: str = "facegate-cli",
+        topology: Topology | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
+        self.topology = topology
         self.timeout_s = timeout_s
         self._errors: list[str] = []
         self._producer = Producer(
@@ -124,6 +133,14 @@ class EventProducer:
             on_delivery=delivered,
         )
         self._producer.poll(0)
+
+    def send_record(self, topic: Topic, key: str, record: Record) -> str:
+        """Send a record to a declared topic (TopologyError if it may not go there); returns the name."""
+        if self.topology is None:
+            raise ValueError("send_record needs the producer's topology")
+        name = self.topology.check_send(topic, record)
+        self.send(name, key, record.to_bytes())
+        return name
 
     def flush(self) -> None:
         remaining = self._producer.flush(self.timeout_s)

@@ -1,9 +1,9 @@
 """The application's topics, created by the application with the configuration they need.
 
-``facegate.consent``, ``facegate.tags`` and the gallery topic are compacted: they are the
-current state per subject and per asset. The audit log and the purge receipts are kept forever (they prove
-erasure). Every topic has ``settings.kafka.partitions`` partitions, so that the consent join
-sees candidates and consent changes of one subject in the same partition number.
+What each topic is and how it is configured is declared in ``pipeline.topology`` (compacted:
+the current state per subject or asset; kept forever: the audit log and the purge receipts,
+which prove erasure). Every topic has ``settings.kafka.partitions`` partitions, so that the
+consent join sees candidates and consent changes of one subject in the same partition number.
 ``ensure_topics`` is idempotent: it creates what is missing and checks what exists.
 """
 
@@ -18,11 +18,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from ..errors import ConfigError, StackError
 from ..settings import Settings
+from ..topology import Topology
 
 log = logging.getLogger(__name__)
-
-COMPACT = {"cleanup.policy": "compact"}
-KEEP_FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1"}
 
 
 @dataclass(frozen=True)
@@ -33,24 +31,13 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-# Configuration per KafkaSettings field; every other ``topic_*`` field is a plain delete topic.
-TOPIC_CONFIG: dict[str, dict[str, str]] = {
-    "topic_consent": COMPACT,  # current consent per subject
-    "topic_tags": COMPACT,  # current faces per asset
-    "topic_gallery": COMPACT,  # gallery replica per subject
-    "topic_purges": KEEP_FOREVER,  # erasure receipts
-    "topic_erasures": KEEP_FOREVER,  # the signed requests those receipts answer
-    "topic_audit": KEEP_FOREVER,  # hash-chained audit log
-}
-
-
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """One spec per ``topic_*`` setting, so that a topic added to the settings is created too."""
+    """One spec per topic of the topology."""
     k = settings.kafka
+    topology = Topology(k)
     return [
-        TopicSpec(getattr(k, field), k.partitions, k.replication_factor, dict(TOPIC_CONFIG.get(field, {})))
-        for field in type(k).model_fields
-        if field.startswith("topic_")
+        TopicSpec(topology.name(t), k.partitions, k.replication_factor, dict(t.config))
+        for t in topology.topics
     ]
 
 

@@ -21,7 +21,7 @@ from ..contract.internal import FaceObservations, ObservedFace
 from ..errors import PermanentError
 from ..gallery import GalleryIndex, Match
 from ..inference.types import DetectedFace, FaceAnalyzer, FacesResult
-from ..objects import ObjectStore
+from ..interfaces import ObjectStorage
 from ..settings import RecognitionSettings, VideoSettings
 from .retry import until_done
 from .video import FrameTracks, VideoRecognizer
@@ -64,7 +64,7 @@ def similarity(match: Match, threshold: float) -> float:
 
 @dataclass
 class RecognizeStage:
-    store: ObjectStore
+    store: ObjectStorage
     analyzer: FaceAnalyzer
     gallery: GalleryIndex
     limits: RecognitionSettings

@@ -36,7 +36,7 @@ from ..contract import AssetUploaded, BBox
 from ..contract.internal import FaceObservations, ObservedFace
 from ..gallery import GalleryIndex, Match
 from ..inference.types import DetectedFace, FaceAnalyzer
-from ..objects import ObjectStore
+from ..interfaces import ObjectStorage
 from ..settings import VideoSettings
 from ..video.errors import VideoError
 from ..video.process import BatchAnalyzer, SelectFaces, track_video_async
@@ -53,7 +53,7 @@ class VideoRecognizer:
 
     def __init__(
         self,
-        store: ObjectStore,
+        store: ObjectStorage,
         analyzer: FaceAnalyzer,
         gallery: GalleryIndex,
         settings: VideoSettings,
