@@ -25,6 +25,7 @@ from . import datadir, procs
 from . import state as statefile
 from .parts import EXTERNAL, INFRASTRUCTURE, LOCAL, PROCESS, Context, Part, QdrantPart, TritonPart, all_parts
 from .ports import HOST, PortPicker, is_free
+from .reconcile import reconcile
 from .state import PartState, StackState
 
 UP, DOWN, CRASHED, UNHEALTHY, UNREACHABLE = "up", "down", "crashed", "unhealthy", "unreachable"
@@ -172,6 +173,9 @@ def up(settings: Settings) -> Endpoints:
         ctx = Context(settings, data_dir, state.run_id)
         _Starter(ctx, state).run()
         statefile.save(data_dir, state)
+        bootstrap = ctx.endpoints.get("kafka", {}).get("bootstrap")
+        if bootstrap:
+            reconcile(settings, bootstrap)  # the vault against the consent registry
         return endpoints(settings, state)
 
 
