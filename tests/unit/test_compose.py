@@ -3,6 +3,7 @@ and that every FACEGATE_ variable it sets is a real Settings field."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -302,9 +303,29 @@ def test_worker_reaches_minio_with_its_own_least_privilege_user() -> None:
     source, target = policy_mount.split(":")[:2]
     assert target in _minio_init_script()
     policy = json.loads((ROOT / source).read_text())
+    assets = worker["FACEGATE_S3__BUCKET"]
+    enrollments = worker.get("FACEGATE_S3__ENROLLMENT_BUCKET", Settings().s3.enrollment_bucket)
+    assert f"mc mb --ignore-existing facegate/{enrollments}" in _minio_init_script()
+
+    def allowed(action: str, resource: str) -> bool:
+        return any(
+            statement["Effect"] == "Allow"
+            and action in statement["Action"]
+            and any(fnmatch.fnmatchcase(resource, pattern) for pattern in statement["Resource"])
+            for statement in policy["Statement"]
+        )
+
+    # What the worker does: read assets; read, re-seal, list and delete reference photos. Nothing
+    # else: it can never write or delete a DAM original.
+    arn = "arn:aws:s3:::"
+    assert allowed("s3:GetObject", f"{arn}{assets}/photos/a.jpg")
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert allowed(action, f"{arn}{enrollments}/S-1/front.jpg"), action
+    assert allowed("s3:ListBucket", f"{arn}{enrollments}")
+    for action in ("s3:PutObject", "s3:DeleteObject"):
+        assert not allowed(action, f"{arn}{assets}/photos/a.jpg"), action
     resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
-    bucket = worker["FACEGATE_S3__BUCKET"]
-    assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"}
+    assert {r.removeprefix(arn).split("/")[0] for r in resources} == {assets, enrollments}
 
 
 def test_worker_reaches_triton_in_both_profiles() -> None:
