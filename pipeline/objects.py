@@ -11,6 +11,8 @@ refused for every object alike: retried until the operator fixes them.
 from __future__ import annotations
 
 import asyncio
+import io
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -117,6 +119,35 @@ class ObjectStore:
 
         await asyncio.get_running_loop().run_in_executor(self._pool, remove)
 
+    async def write(self, bucket: str, key: str, data: bytes) -> None:
+        """Put an object (a re-sealed reference photo); store failures are transient."""
+
+        def write() -> None:
+            try:
+                self.client.put_object(
+                    bucket, key, io.BytesIO(data), len(data), content_type="application/octet-stream"
+                )
+            except Exception as exc:
+                raise self._classify(bucket, key, exc, "write") from exc
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, write)
+
+    async def keys(self, bucket: str, prefix: str) -> list[str]:
+        """Every object key under ``prefix`` (a subject's reference photos)."""
+
+        def keys() -> list[str]:
+            try:
+                objects = self.client.list_objects(bucket, prefix=prefix, recursive=True)
+                return sorted(o.object_name for o in objects if o.object_name)
+            except S3Error as exc:
+                if exc.code == "NoSuchBucket":
+                    return []
+                raise self._classify(bucket, prefix, exc, "list") from exc
+            except Exception as exc:
+                raise self._classify(bucket, prefix, exc, "list") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, keys)
+
     def stream(self, bucket: str, key: str, chunk: int = 1 << 20) -> Iterator[bytes]:
         """The object's bytes in chunks (blocking; for spooling videos to disk in a thread)."""
         try:
@@ -137,3 +168,28 @@ class ObjectStore:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+class SeaweedVacuum:
+    """Compaction of SeaweedFS volumes: a delete there only marks the blob deleted in its volume
+    file, where its bytes stay until the volume is vacuumed. A purge calls this after deleting
+    reference photos, so that no copy of them is left on disk (MinIO deletes the file at once
+    and needs nothing of the kind).
+
+    The master's vacuum compacts every volume holding garbage over the threshold; a threshold
+    of ~0 includes the one deleted photo. Its cost is copying the live blobs of those volumes.
+    """
+
+    def __init__(self, master_url: str, timeout_s: float = 300.0) -> None:
+        self.url = master_url.rstrip("/") + "/vol/vacuum?garbageThreshold=0.000001"
+        self.timeout_s = timeout_s
+
+    async def __call__(self, bucket: str) -> None:
+        def vacuum() -> None:
+            try:
+                with urllib.request.urlopen(self.url, timeout=self.timeout_s) as response:
+                    response.read()
+            except (OSError, ValueError) as exc:
+                raise ObjectStoreUnavailable(f"seaweedfs vacuum at {self.url} failed: {exc}") from exc
+
+        await asyncio.to_thread(vacuum)

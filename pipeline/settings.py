@@ -80,6 +80,9 @@ class S3Settings(_Section):
     bucket: str = "assets"
     enrollment_bucket: str = "enrollments"  # reference photos of subjects; never an asset
     prefix: str = ""  # only keys under this prefix are assets
+    # SeaweedFS master (http://host:port): its volumes are vacuumed after a purge deletes
+    # reference photos (a SeaweedFS delete leaves the bytes until then). None: no such step.
+    vacuum_url: str | None = None
 
 
 class TritonSettings(_Section):
@@ -130,6 +133,9 @@ class PrivacySettings(_Section):
     officer_keys: Path | None = None
     officer: str | None = None  # the officer the CLI signs as; None: the only key in officer_keys
     officer_passphrase: SecretStr | None = None  # unlocks that key; unset: asked for when needed
+    # The workers' key (base64, public) the CLI seals reference photos to before uploading them
+    # (pipeline/vault/references.py). Empty: <data_dir>/vault/enrollment.pub, written by the vault.
+    enrollment_public_key: str = ""
 
 
 class RecognitionSettings(_Section):

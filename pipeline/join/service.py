@@ -59,6 +59,12 @@ class InvalidConsent(PermanentError):
     """A consent change the policy rejects; dead-lettered with the reasons."""
 
 
+class SealReference(Protocol):
+    """Re-write a reference photo sealed under the subject's data key (references.py)."""
+
+    async def __call__(self, subject_id: str, bucket: str, key: str) -> None: ...
+
+
 class ReferenceFaces(Protocol):
     """Embeddings of the faces in one reference photo, and the model version that computed them."""
 
@@ -93,9 +99,11 @@ class ConsentJoin:
         *,
         list_objects: ListObjects | None = None,
         compact: Compact | None = None,
+        seal_reference: SealReference | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         self.settings = settings
+        self.seal_reference = seal_reference
         self.topics = settings.kafka
         self.vault = vault
         self.gallery = gallery
@@ -231,6 +239,7 @@ class ConsentJoin:
             return
         model_version = ""
         stored, refused = 0, []
+        unsealed: list[dict[str, str]] = []
         for ref in enrollment.references:
             reference = f"{ref.bucket}/{ref.object_key}"
             problem = reference_problem(
@@ -256,6 +265,7 @@ class ConsentJoin:
                 self.vault.store, subject, embeddings[0], reference=reference, model_version=model_version
             )
             stored += 1
+            await self._seal(subject, ref.bucket, ref.object_key, unsealed)
         if stored:
             faceprints = await asyncio.to_thread(self.vault.faceprints, subject, model_version=model_version)
             state.faceprints = await self.gallery.upsert(
@@ -281,11 +291,23 @@ class ConsentJoin:
                 "references": len(enrollment.references),
                 "stored": stored,
                 "refused": refused,
+                "not_sealed": unsealed,
                 "faceprints": state.faceprints,
                 "model_version": model_version,
             },
         )
         metrics.ASSETS_PROCESSED.labels(stage="enroll", outcome="ok" if stored else "skipped").inc()
+
+    async def _seal(self, subject: str, bucket: str, key: str, unsealed: list[dict[str, str]]) -> None:
+        """The reference photo, now that its faceprint is kept, re-written under the subject's key."""
+        if self.seal_reference is None:
+            return
+        try:
+            await self.seal_reference(subject, bucket, key)
+        except PermanentError as exc:  # e.g. AccessDenied on the put: it stays as uploaded
+            about = {"subject_id": subject, "stage": "enroll"}
+            log.error("reference %s/%s not re-sealed: %s", bucket, key, exc, extra=about)
+            unsealed.append({"reference": f"{bucket}/{key}", "reason": f"{type(exc).__name__}: {exc}"})
 
     # --- match decisions ----------------------------------------------------------------------
 

@@ -130,5 +130,9 @@ class RecognizeStage:
     async def reference_faces(self, bucket: str, key: str) -> tuple[list[np.ndarray], str]:
         """Embeddings of every face in an enrollment reference photo (the join keeps one)."""
         data = await until_done(lambda: self.store.read(bucket, key), stage="fetch")
-        result = await self.analyze(data, f"{bucket}/{key}")
+        return await self.faces_in_reference(data, f"{bucket}/{key}")
+
+    async def faces_in_reference(self, photo: bytes, reference: str) -> tuple[list[np.ndarray], str]:
+        """Embeddings of every face in a reference photo already read (and opened) by the caller."""
+        result = await self.analyze(photo, reference)
         return [f.embedding for f in select_faces(result, self.limits)], result.model_version

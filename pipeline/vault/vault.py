@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ..contract import utcnow
 from ..settings import Settings
+from . import references
 from .crypto import (
     FaceprintPayload,
     new_data_key,
@@ -246,6 +247,31 @@ class FaceprintVault:
             )
         return [self._open(data_key, b) for b in blobs]
 
+    # --- reference photos (references.py) -----------------------------------------------------
+
+    def enrollment_public_key(self) -> bytes:
+        """The key ``facegate enroll`` seals reference photos to (derived from the master key)."""
+        return references.enrollment_public_key(self._keyring.current)
+
+    def open_reference(self, subject_id: str, reference: str, blob: bytes) -> bytes:
+        """A reference photo as stored (sealed for the workers, for the subject, or plain) -> its
+        bytes, in memory. UndecryptableError if it does not open (for a subject: key destroyed)."""
+        kind = references.sealed_kind(blob)
+        if kind == references.FOR_WORKERS:
+            return references.open_for_workers(self._keyring, subject_id, reference, blob)
+        if kind == references.FOR_SUBJECT:
+            data_key = self._data_key(subject_id, create=False)
+            if data_key is None:
+                raise UndecryptableError(f"reference photo {reference}: the subject's key was destroyed")
+            return references.open_for_subject(data_key, subject_id, reference, blob)
+        return blob
+
+    def seal_reference(self, subject_id: str, reference: str, photo: bytes) -> bytes:
+        """``photo`` sealed under the subject's data key: gone with it at a purge."""
+        data_key = self._data_key(subject_id, create=True)
+        assert data_key is not None
+        return references.seal_for_subject(data_key, subject_id, reference, photo)
+
     def remove(self, subject_id: str, record_id: str) -> bool:
         """Delete one faceprint (e.g. a reference photo withdrawn); the subject keeps their key."""
         return self._blobs.delete(subject_id, record_id)
@@ -350,18 +376,24 @@ def open_vault(settings: Settings) -> FaceprintVault:
 
     ``vault.dsn`` set: the PostgreSQL vault every worker shares; the master key must come from
     the settings, since a key generated here would be this host's alone. Else the SQLite vault
-    under ``<data_dir>/vault``.
+    under ``<data_dir>/vault``. Either way it publishes the workers' enrollment public key under
+    ``<data_dir>/vault`` (``enrollment.pub``), where ``facegate enroll`` on this machine finds it
+    to seal reference photos.
     """
     directory = vault_dir(settings)
     if settings.vault.dsn is None:
-        return FaceprintVault.open(directory, load_master_keyring(settings.privacy, directory))
-    if not settings.privacy.master_key.get_secret_value():
-        raise MasterKeyError(
-            "vault.dsn is set (a vault shared by every worker) but privacy.master_key is not: set "
-            "FACEGATE_PRIVACY__MASTER_KEY, the same on every worker"
-        )
-    keyring = load_master_keyring(settings.privacy, directory)
-    from .postgres import PostgresBlobStore, PostgresDatabase, PostgresKeyStore
+        vault = FaceprintVault.open(directory, load_master_keyring(settings.privacy, directory))
+    else:
+        if not settings.privacy.master_key.get_secret_value():
+            raise MasterKeyError(
+                "vault.dsn is set (a vault shared by every worker) but privacy.master_key is not: set "
+                "FACEGATE_PRIVACY__MASTER_KEY, the same on every worker"
+            )
+        keyring = load_master_keyring(settings.privacy, directory)
+        from .postgres import PostgresBlobStore, PostgresDatabase, PostgresKeyStore
 
-    db = PostgresDatabase(settings.vault.dsn.get_secret_value(), retry_s=settings.vault.retry_s)
-    return FaceprintVault(PostgresKeyStore(db), PostgresBlobStore(db), keyring)
+        db = PostgresDatabase(settings.vault.dsn.get_secret_value(), retry_s=settings.vault.retry_s)
+        vault = FaceprintVault(PostgresKeyStore(db), PostgresBlobStore(db), keyring)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    references.publish_enrollment_key(directory, vault.enrollment_public_key())
+    return vault

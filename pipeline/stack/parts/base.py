@@ -68,8 +68,8 @@ class Context:
         env.update(overrides or {})
         return env
 
-    def secrets_file(self, name: str) -> Path:
-        """The settings' secrets as a dotenv file only its owner may read, for part ``name``.
+    def secrets_file(self, name: str, overrides: Mapping[str, str] | None = None) -> Path:
+        """The settings' secrets (and ``overrides``) as a dotenv file only its owner may read.
 
         ``get_settings`` reads it where FACEGATE_SECRETS_FILE names it, and the worker deletes it
         once read: a secret given on ``up``'s command line is on disk only while a worker starts.
@@ -81,7 +81,7 @@ class Context:
         tmp = directory / f".{name}.env.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            for variable, value in sorted(secrets_env(self.settings).items()):
+            for variable, value in sorted((secrets_env(self.settings) | dict(overrides or {})).items()):
                 out.write(f"{variable}={_dotenv_quoted(variable, value)}\n")
         os.replace(tmp, path)
         return path

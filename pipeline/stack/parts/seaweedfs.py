@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -18,6 +20,20 @@ from .base import EXTERNAL, PROCESS, Context, Launch, Part, fixed
 # (HTTP port, gRPC port = HTTP + 10000) pairs of weed mini, and its single ports.
 _WEED_PAIRS = ("master", "volume", "filer", "admin")
 _WEED_SINGLES = ("s3_grpc", "metrics")
+
+
+def worker_identity(settings: Settings) -> tuple[str, str]:
+    """The workers' S3 access key and secret in the embedded store, derived from the operator's
+    secret (whoever holds that can do everything anyway), so nothing more has to be kept."""
+    secret = settings.s3.secret_key.get_secret_value().encode()
+    derived = hmac.new(secret, b"facegate.s3.worker-identity.v1", hashlib.sha256).hexdigest()[:40]
+    return f"{settings.s3.access_key}-worker", derived
+
+
+def worker_actions(settings: Settings) -> list[str]:
+    """Read assets; read, re-seal, list and delete reference photos. Never write or delete an asset."""
+    assets, enrollments = settings.s3.bucket, settings.s3.enrollment_bucket
+    return [f"Read:{assets}", f"Read:{enrollments}", f"Write:{enrollments}", f"List:{enrollments}"]
 
 
 class SeaweedPart(Part):
@@ -64,15 +80,23 @@ class SeaweedPart(Part):
         binary = self.binary()
         s3 = ctx.settings.s3
         work = ctx.workdir("seaweedfs")
+        worker_key, worker_secret = worker_identity(ctx.settings)
         identity = {
             "identities": [
                 {
+                    # The operator's: `facegate up` (buckets), the CLI, uploads.
                     "name": "facegate",
                     "credentials": [
                         {"accessKey": s3.access_key, "secretKey": s3.secret_key.get_secret_value()}
                     ],
                     "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                }
+                },
+                {
+                    # The workers': what infra/minio/facegate-worker-policy.json grants in production.
+                    "name": "facegate-worker",
+                    "credentials": [{"accessKey": worker_key, "secretKey": worker_secret}],
+                    "actions": worker_actions(ctx.settings),
+                },
             ]
         }
         config = work / "s3.json"
@@ -147,6 +171,7 @@ class SeaweedPart(Part):
             "filer": f"http://{HOST}:{ports['filer']}",
             # SeaweedFS's address form for a filer with its gRPC port (weed filer.meta.tail -filer=)
             "filer_grpc": f"{HOST}:{ports['filer']}.{ports['filer_grpc']}",
+            "master": f"http://{HOST}:{ports['master']}",  # volume vacuum after purges
         }
 
     def check_external(self, ctx: Context) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from ...settings import SECRETS_FILE_ENV, Settings
 from .. import checks
 from ..ports import HOST, PortPicker
 from .base import EXTERNAL, LOCAL, PROCESS, Context, Launch, Part, fixed
+from .seaweedfs import worker_identity
 
 
 class BridgePart(Part):
@@ -115,15 +116,17 @@ class WorkerPart(Part):
         return {"metrics": picker.one()}
 
     def launch(self, ctx: Context, ports: dict[str, int]) -> Launch:
-        env = ctx.child_env(
-            {
-                "FACEGATE_METRICS__PORT": str(ports["metrics"]),
-                "FACEGATE_METRICS__HOST": HOST,
-                # The master key and the S3 secret: in a 0600 file for this worker alone.
-                SECRETS_FILE_ENV: str(ctx.secrets_file(self.name)),
-            }
+        env = {"FACEGATE_METRICS__PORT": str(ports["metrics"]), "FACEGATE_METRICS__HOST": HOST}
+        secrets: dict[str, str] = {}
+        master = ctx.endpoints.get("s3", {}).get("master")
+        if master:  # the embedded SeaweedFS: the workers' own identity, and its vacuum
+            access_key, secrets["FACEGATE_S3__SECRET_KEY"] = worker_identity(ctx.settings)
+            env |= {"FACEGATE_S3__ACCESS_KEY": access_key, "FACEGATE_S3__VACUUM_URL": master}
+        # The master key and the S3 secret: in a 0600 file for this worker alone.
+        env[SECRETS_FILE_ENV] = str(ctx.secrets_file(self.name, secrets))
+        return Launch(
+            [sys.executable, "-m", "pipeline", *self.args], ctx.workdir(self.name), ctx.child_env(env)
         )
-        return Launch([sys.executable, "-m", "pipeline", *self.args], ctx.workdir(self.name), env)
 
     def ready(self, ctx: Context, ports: dict[str, int]) -> bool:
         page = checks.http_text(f"http://{HOST}:{ports['metrics']}/metrics")
