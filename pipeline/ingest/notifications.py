@@ -27,7 +27,6 @@ object carries user metadata ``video-id`` and ``frame-time-ms``.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 import mimetypes
@@ -209,7 +208,7 @@ def _b64text(value: Any, what: str) -> str:
         raise MalformedNotification(f"{what} is not a base64 string")
     try:
         return base64.b64decode(value, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, non-ASCII text
         raise MalformedNotification(f"{what} is not valid base64 text") from None
 
 
@@ -221,7 +220,7 @@ def _seaweedfs_etag(entry: Mapping[str, Any], attributes: Mapping[str, Any], pat
     if md5:
         try:
             return base64.b64decode(md5, validate=True).hex()
-        except (binascii.Error, TypeError):
+        except (ValueError, TypeError):  # binascii.Error, non-ASCII text
             raise MalformedNotification(f"md5 of {path} is not base64") from None
     return ""
 
