@@ -24,11 +24,12 @@ from .gallery import GalleryIndex, open_gallery
 from .gallery.sync import GallerySync
 from .inference import TritonFaceClient
 from .ingest.notifications import Scope
+from .join.references import ReferencePhotos
 from .join.service import ConsentJoin
 from .kafka.runner import StageRunner
 from .kafka.tables import changelog_table
 from .lag import LagMonitor
-from .objects import ObjectStore, s3_client
+from .objects import ObjectStore, SeaweedVacuum, s3_client
 from .recognize.stage import RecognizeStage
 from .settings import Settings
 from .stages import Admit, Assemble, Expiry, Join, Normalise, Recognize, RecognizeFrames
@@ -97,8 +98,16 @@ def build_app(settings: Settings, worker_name: str = "worker-1") -> faust.App:
     started = time.monotonic()
     services = open_services(settings, worker_name)
     opened_in = time.monotonic() - started
+    photos = ReferencePhotos(services.store, services.vault, services.recognizer.faces_in_reference)
     join = ConsentJoin(
-        settings, services.vault, services.gallery, services.recognizer.reference_faces, services.store.remove
+        settings,
+        services.vault,
+        services.gallery,
+        photos.faces,
+        services.store.remove,
+        list_objects=services.store.keys,
+        compact=SeaweedVacuum(settings.s3.vacuum_url) if settings.s3.vacuum_url else None,
+        seal_reference=photos.seal,
     )
     in_flight = settings.recognition.in_flight
     runner.agent(Recognize(services.recognizer, concurrency=in_flight))

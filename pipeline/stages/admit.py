@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from ..consent import policy
 from ..contract import ContractError
+from ..contract.ids import check_subject_id
 from ..topology import CONSENT, ENROLLMENTS, SUBJECT_EVENTS
 from .base import Event, Outbox, Stage
 
@@ -23,6 +24,9 @@ class Admit(Stage):
     inputs = (CONSENT, ENROLLMENTS)
 
     async def process(self, event: Event, out: Outbox) -> None:
+        # A key the join could not keep (blank, a path, a control character: the join's own
+        # table keys start with NUL) goes no further, with the rule's reason.
+        check_subject_id(event.key)
         try:
             record = event.decode()
             if not event.key or getattr(record, "subject_id", None) != event.key:

@@ -201,7 +201,7 @@ def test_join_keeps_each_partitions_audit_chain_going_across_events() -> None:
     audit = [r for r in records if isinstance(r, AuditRecord)]
     assert [r.seq for r in audit] == [0, 1, 2, 3] and {r.chain for r in audit} == {"join-1"}
     assert [r.prev_hash for r in audit[1:]] == [r.hash for r in audit[:-1]]
-    assert subjects[AUDIT_KEY.format(partition=1)] == [3, audit[-1].hash]
+    assert subjects[AUDIT_KEY.format(partition=1)] == [3, audit[-1].hash, []]  # none unconfirmed
     assert set(subjects) == {"S-1", "S-2", AUDIT_KEY.format(partition=1)}
 
 
