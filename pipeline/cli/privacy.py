@@ -38,12 +38,14 @@ from ..contract import (
 )
 from ..contract.ids import subject_id_problem
 from ..contract.internal import ErasureRequest
-from ..errors import FacegateError, StackError
+from ..errors import ConfigError, FacegateError, StackError
 from ..kafka.io import end_offsets, read_all, read_topic
 from ..objects import s3_client
 from ..officers import OfficerKey, sign, unlock
 from ..settings import Settings, get_settings
 from ..topology import Topology
+from ..vault import vault_dir
+from ..vault.references import read_enrollment_key, seal_for_workers
 from . import render
 from .common import When, bootstrap, connected_settings, operator, producer
 from .history import ConsentView, audit_detail, consent_view, purges_of
@@ -357,18 +359,42 @@ def reference_types(photos: tuple[Path, ...]) -> list[str]:
     return types
 
 
+def enrollment_key(settings: Settings) -> bytes:
+    """The workers' public key reference photos are sealed to (pipeline/vault/references.py)."""
+    try:
+        key = read_enrollment_key(settings.privacy.enrollment_public_key, vault_dir(settings))
+    except ValueError as exc:
+        raise ConfigError(f"privacy.enrollment_public_key: {exc}") from None
+    if key is None:
+        raise ConfigError(
+            "no enrollment key to seal reference photos to: start a worker (`facegate up`) or set "
+            "FACEGATE_PRIVACY__ENROLLMENT_PUBLIC_KEY (what the workers' vault publishes in enrollment.pub)"
+        )
+    return key
+
+
 def upload_references(
-    client: Minio, bucket: str, subject: str, photos: Sequence[tuple[str, bytes, str]]
+    client: Minio,
+    bucket: str,
+    subject: str,
+    photos: Sequence[tuple[str, bytes, str]],
+    *,
+    sealed_for: bytes,
 ) -> list[ObjectRef]:
     """Put reference photos ``(file name, bytes, image type)`` under SUBJECT/ in the enrollment
-    bucket. If one fails, the ones already put are deleted again: nothing half-uploaded."""
+    bucket, each sealed to the workers' key ``sealed_for`` (``enrollment_key``): no reference
+    photo is ever at rest in plaintext. If one fails, the ones already put are deleted again:
+    nothing half-uploaded."""
     refs: list[ObjectRef] = []
     try:
         if not client.bucket_exists(bucket):
             client.make_bucket(bucket)
-        for name, data, content_type in photos:
+        for name, photo, _ in photos:
             key = f"{subject}/{name}"
-            client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+            data = seal_for_workers(sealed_for, subject, f"{bucket}/{key}", photo)
+            client.put_object(
+                bucket, key, io.BytesIO(data), len(data), content_type="application/octet-stream"
+            )
             refs.append(ObjectRef(bucket, key))
     except (S3Error, HTTPError, OSError) as exc:
         for ref in refs:
@@ -423,7 +449,13 @@ def enroll_command(
             "Grant it first: facegate consent grant"
         )
     photo_files = [(p.name, p.read_bytes(), t) for p, t in zip(photos, types, strict=True)]
-    refs = upload_references(s3_client(settings), settings.s3.enrollment_bucket, subject, photo_files)
+    refs = upload_references(
+        s3_client(settings),
+        settings.s3.enrollment_bucket,
+        subject,
+        photo_files,
+        sealed_for=enrollment_key(settings),
+    )
     request = sign(enrollment(subject, refs, key.officer_id), key)
     topic = settings.kafka.topic_audit
     start = end_offsets(bootstrap(settings), topic) if wait else {}
