@@ -65,7 +65,10 @@ def _redact(value: object, key: str | None = None) -> object:
     if isinstance(value, Mapping):
         return {k: _redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_redact(item) for item in value)
+        items = [_redact(item) for item in value]
+        if hasattr(value, "_fields"):  # a named tuple (a TopicPartition in a Kafka client's log)
+            return type(value)(*items)  # type: ignore[arg-type]
+        return items if isinstance(value, list) else tuple(items)
     if isinstance(value, str):
         return _FLOAT_RUN.sub(REDACTED, value)
     return value
@@ -75,6 +78,16 @@ class PrivacyFilter(logging.Filter):
     """Redact embeddings, float arrays and name-like fields from a record before it is written."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            self._redact(record)
+        except Exception:
+            # A log filter that raises crashes whoever logged (faust's table recovery, once):
+            # never that; and when in doubt, drop the arguments rather than show them.
+            text = _FLOAT_RUN.sub(REDACTED, str(record.msg))
+            record.msg, record.args = f"{text} [arguments redacted: not inspectable]", None
+        return True
+
+    def _redact(self, record: logging.LogRecord) -> None:
         for key in [k for k in vars(record) if k not in _RECORD_ATTRIBUTES]:
             setattr(record, key, _redact(getattr(record, key), key))
         if isinstance(record.msg, str):
@@ -88,7 +101,6 @@ class PrivacyFilter(logging.Filter):
         redacted = _FLOAT_RUN.sub(REDACTED, message)
         if redacted != message:
             record.msg, record.args = redacted, None
-        return True
 
 
 def _jsonable(value: object) -> object:

@@ -134,3 +134,33 @@ def test_dict_config_gives_the_same_json_and_redaction(capsys: pytest.CaptureFix
     assert entry["vector"] == REDACTED
     assert entry["stage"] == "infer"
     assert entry["logger"] == "faust.worker"
+
+
+def test_named_tuple_arguments_are_logged_not_crashed_on(log_lines) -> None:
+    # aiokafka and faust log TopicPartition named tuples; the filter once raised on them, inside
+    # faust's table recovery, and crashed the worker.
+    from aiokafka import TopicPartition
+
+    _, stream = log_lines
+    log = logging.getLogger("aiokafka.consumer.consumer")
+    log.warning("Seeking to committed of partition %s %s", TopicPartition("facegate.assets", 3), None)
+    (line,) = _entries(stream)
+    assert (
+        line["msg"]
+        == "Seeking to committed of partition TopicPartition(topic='facegate.assets', partition=3) None"
+    )
+
+
+def test_an_argument_the_filter_cannot_inspect_is_dropped_not_raised(log_lines) -> None:
+    class Odd(tuple):  # type: ignore[type-arg]
+        _fields = ("a",)  # looks like a named tuple, but its constructor refuses the items
+
+        def __new__(cls, *args: object) -> Odd:
+            if len(args) != 0:
+                raise TypeError("no")
+            return super().__new__(cls, (0.5,))
+
+    log, stream = log_lines
+    log.warning("odd %s", Odd())
+    (line,) = _entries(stream)
+    assert line["msg"] == "odd %s [arguments redacted: not inspectable]"
