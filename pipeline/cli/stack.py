@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 
 import click
 
+from ..officers import first_officer_notice
 from ..settings import get_settings
 from ..stack import CRASHED, UNHEALTHY, UNREACHABLE, UP, down, status, up
 
@@ -36,6 +38,8 @@ def up_command(as_json: bool, show_secrets: bool, no_workers: bool) -> None:
     if no_workers:
         settings = settings.model_copy(update={"stack": settings.stack.model_copy(update={"workers": False})})
     endpoints = up(settings)
+    if endpoints.officer_created:
+        click.echo(f"note: {first_officer_notice(Path(endpoints.officer_created))}", err=True)
     if as_json:
         click.echo(json.dumps(endpoints.to_json(show_secrets=show_secrets), sort_keys=True))
         return

@@ -140,11 +140,14 @@ def ensure_first_officer(settings: Settings) -> Path | None:
     if settings.privacy.officer_registry is not None or officers(settings).officers:
         return None
     _, written = add_officer(settings, FIRST_OFFICER, name="embedded stack privacy officer")
-    log.warning(
-        "no privacy officer was registered: created officer %r for this embedded stack, its key in %s "
-        "(mode 0600, no passphrase). In production register your officers with `facegate officer add` "
-        "(with a passphrase) and revoke this one.",
-        FIRST_OFFICER,
-        written,
-    )
+    # No log line here: `facegate up` says so in its own output once the stack is up (a failed
+    # `up` takes the officer back, and its error stays one line).
     return written
+
+
+def first_officer_notice(written: Path) -> str:
+    return (
+        f"no privacy officer was registered: created officer {FIRST_OFFICER!r} for this embedded stack, "
+        f"its key in {written} (mode 0600, no passphrase). In production register your officers with "
+        "`facegate officer add` (with a passphrase) and revoke this one."
+    )

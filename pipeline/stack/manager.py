@@ -14,12 +14,13 @@ import glob
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, StackError
-from ..officers import ensure_first_officer
+from ..officers import ensure_first_officer, registry_path
 from ..settings import Settings
 from . import datadir, procs
 from . import state as statefile
@@ -54,6 +55,7 @@ class Endpoints:
     metrics: dict[str, str] = field(default_factory=dict)
     logs: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
+    officer_created: str | None = None  # the key file of the officer this `up` created, if it did
 
     def to_json(self, *, show_secrets: bool = False) -> dict[str, Any]:
         """The endpoints as JSON; the S3 secret key only with ``show_secrets`` (output is logged,
@@ -167,16 +169,37 @@ def up(settings: Settings) -> Endpoints:
     with statefile.locked(data_dir):
         datadir.open_marker(data_dir)
         # Consent-plane records take effect only when an officer signed them: a fresh embedded
-        # stack gets one (with a warning), so that `facegate consent grant` works at once.
-        ensure_first_officer(settings)
-        state = statefile.load(data_dir) or StackState(data_dir=str(data_dir), run_id=secrets.token_hex(4))
-        ctx = Context(settings, data_dir, state.run_id)
-        _Starter(ctx, state).run()
-        statefile.save(data_dir, state)
+        # stack gets one, so that `facegate consent grant` works at once. It is made before the
+        # workers start (they read the registry) and taken back if `up` fails: a failed `up`
+        # leaves nothing behind, and its error stays the one line on stderr.
+        with _first_officer(settings) as created:
+            state = statefile.load(data_dir)
+            state = state or StackState(data_dir=str(data_dir), run_id=secrets.token_hex(4))
+            ctx = Context(settings, data_dir, state.run_id)
+            _Starter(ctx, state).run()
+            statefile.save(data_dir, state)
         bootstrap = ctx.endpoints.get("kafka", {}).get("bootstrap")
         if bootstrap:
             reconcile(settings, bootstrap)  # the vault against the consent registry
-        return endpoints(settings, state)
+        made = endpoints(settings, state)
+        return replace(made, officer_created=str(created)) if created else made
+
+
+@contextlib.contextmanager
+def _first_officer(settings: Settings) -> Iterator[Path | None]:
+    registry = registry_path(settings)
+    before = registry.read_bytes() if registry.exists() else None
+    created = ensure_first_officer(settings)
+    try:
+        yield created
+    except BaseException:
+        if created is not None:
+            created.unlink(missing_ok=True)
+            if before is None:
+                registry.unlink(missing_ok=True)
+            else:
+                registry.write_bytes(before)
+        raise
 
 
 class _Starter:
