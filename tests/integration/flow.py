@@ -123,12 +123,15 @@ class Watcher:
         self._consumer.close()
 
 
-_DECODED: dict[tuple[str, int, int], AssetFaces] = {}
+_DECODED: dict[tuple[str, int, int, bytes], AssetFaces] = {}
 
 
 def faces_of(message: Message) -> AssetFaces:
-    """The AssetFaces of a tags message, decoded once (tests poll the same messages many times)."""
-    where = (message.topic, message.partition, message.offset)
+    """The AssetFaces of a tags message, decoded once (tests poll the same messages many times).
+
+    The cache key holds the bytes too: one test process talks to several stacks, whose brokers
+    reuse the same topic, partition and offset for other records."""
+    where = (message.topic, message.partition, message.offset, message.value)
     if where not in _DECODED:
         _DECODED[where] = AssetFaces.from_bytes(message.value)
     return _DECODED[where]
