@@ -80,3 +80,16 @@ def test_the_embedded_stack_gets_a_first_officer_once(tmp_path: Path) -> None:
     assert ensure_first_officer(settings) is None
     configured = Settings(data_dir=tmp_path / "other", privacy={"officer_registry": tmp_path / "prod.json"})
     assert ensure_first_officer(configured) is None  # a production registry is never filled in
+
+
+def test_a_failed_up_takes_its_first_officer_back(tmp_path: Path) -> None:
+    from pipeline.stack.manager import _first_officer
+
+    settings = Settings(data_dir=tmp_path / "data")
+    with pytest.raises(RuntimeError), _first_officer(settings) as created:
+        assert created is not None and created.exists()
+        raise RuntimeError("a part failed to start")
+    assert not created.exists() and not officers(settings).officers
+    with _first_officer(settings) as kept:  # an up that succeeds keeps it
+        pass
+    assert kept is not None and kept.exists() and officers(settings).get("dpo") is not None
