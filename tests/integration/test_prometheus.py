@@ -280,10 +280,10 @@ def test_photos_move_the_series_sres_watch(prometheus: Prometheus, pushed: Pushe
     lag = prometheus.query('facegate_kafka_consumer_lag_records{job="facegate"}')
     assert lag, "no consumer lag series"
     assert {"topic", "partition"} <= set(lag[0]["metric"])
-    p99 = prometheus.value(
-        "histogram_quantile(0.99, sum by (le) (increase(facegate_upload_to_tag_seconds_bucket[5m])))"
-    )
-    assert 0 < p99 < float("inf")
+    # increase() needs two scrapes of the histogram: on a just-started stack wait for the second.
+    p99_expr = "histogram_quantile(0.99, sum by (le) (increase(facegate_upload_to_tag_seconds_bucket[5m])))"
+    _wait_for("an upload-to-tag p99", lambda: prometheus.value(p99_expr) > 0, timeout_s=30)
+    assert 0 < prometheus.value(p99_expr) < float("inf")
 
 
 def test_every_dashboard_and_rule_expression_runs(prometheus: Prometheus, pushed: Pushed) -> None:
