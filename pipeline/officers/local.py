@@ -10,7 +10,6 @@ a key generated elsewhere, so the operator who edits the registry never holds it
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,8 +25,6 @@ from .keys import (
     save_key,
 )
 from .registry import Officer, OfficerRegistry, Role, load_registry, save_registry
-
-log = logging.getLogger(__name__)
 
 FIRST_OFFICER = "dpo"  # the embedded stack's first officer
 
